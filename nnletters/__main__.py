@@ -1,0 +1,3 @@
+from nnletters.cli import main
+
+main()
