@@ -1,0 +1,150 @@
+"""Layers: each keeps its forward pass next to its backward pass, micrograd-style.
+
+A layer's ``forward(x, train)`` returns its output and remembers what ``backward`` will need;
+``backward(dout)`` takes dL/d(output) and returns dL/d(input), filling the layer's parameter
+gradients on the way. Shapes: x is (N, fan_in) float32, outputs (N, fan_out) float32.
+
+Speed without losing the maths: outputs go into per-batch-size buffers that are reused every
+step (no batch-sized allocation per step), bias-add happens in the matmul's output buffer, and
+activations overwrite their input in place because their derivative needs only the output.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+
+from nnletters.nn.functional import ACTIVATIONS, DERIVATIVES
+
+F32 = NDArray[np.float32]
+
+
+class Layer:
+    """Base class. ``param_specs`` lists (name, shape, weight_decay?) of trainable arrays; the
+    model allocates them as views into one flat buffer and binds ``name`` and ``d<name>``."""
+
+    param_specs: list[tuple[str, tuple[int, ...], bool]] = []
+    buffer_names: tuple[str, ...] = ()  # non-trainable state saved with the model
+
+    def __init__(self) -> None:
+        self._buffers: dict[tuple, F32] = {}
+
+    def _buffer(self, tag: str, shape: tuple[int, ...]) -> F32:
+        """A float32 scratch array of ``shape`` kept for reuse across steps."""
+        key = (tag, shape)
+        buf = self._buffers.get(key)
+        if buf is None:
+            buf = self._buffers[key] = np.empty(shape, dtype=np.float32)
+        return buf
+
+    def forward(self, x: F32, train: bool) -> F32:
+        raise NotImplementedError
+
+    def backward(self, dout: F32) -> F32:
+        raise NotImplementedError
+
+
+class Dense(Layer):
+    """z = x W + b, with W (fan_in, fan_out) and b (fan_out,).
+
+    Backward (chain rule for a matrix product):
+        dW = x^T dz,   db = sum over the batch of dz,   dx = dz W^T
+    """
+
+    def __init__(self, fan_in: int, fan_out: int, init: str, rng: np.random.Generator,
+                 needs_input_grad: bool = True) -> None:
+        super().__init__()
+        self.fan_in, self.fan_out = fan_in, fan_out
+        self.needs_input_grad = needs_input_grad
+        self.param_specs = [("W", (fan_in, fan_out), True), ("b", (fan_out,), False)]
+        self.W = init_weights(fan_in, fan_out, init, rng)
+        self.b = np.zeros(fan_out, dtype=np.float32)
+        self.dW = np.zeros_like(self.W)
+        self.db = np.zeros_like(self.b)
+        self.x: F32 | None = None
+
+    def forward(self, x: F32, train: bool) -> F32:
+        self.x = x
+        z = np.matmul(x, self.W, out=self._buffer("z", (x.shape[0], self.fan_out)))
+        z += self.b
+        return z
+
+    def backward(self, dz: F32) -> F32:
+        np.matmul(self.x.T, dz, out=self.dW)
+        np.sum(dz, axis=0, out=self.db)
+        if not self.needs_input_grad:
+            return dz  # the first layer: nobody upstream wants dx, so skip that matmul
+        return np.matmul(dz, self.W.T, out=self._buffer("dx", (dz.shape[0], self.fan_in)))
+
+
+class Activation(Layer):
+    """a = f(z), elementwise, computed in place over z; backward: dz = da * f'(z) via a."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+        self.f, self.f_backward = ACTIVATIONS[name], DERIVATIVES[name]
+        self.a: F32 | None = None
+
+    def forward(self, z: F32, train: bool) -> F32:
+        self.a = self.f(z, out=z)
+        return self.a
+
+    def backward(self, da: F32) -> F32:
+        return self.f_backward(self.a, da)
+
+
+class Dropout(Layer):
+    """Inverted dropout: in training keep each unit with probability 1 - p and scale kept
+    units by 1 / (1 - p), so that evaluation needs no rescaling. Backward: dx = dout * mask.
+
+    ``fixed_mask`` (set by gradient checks) replaces the random mask so that the loss is a
+    deterministic function of the weights.
+    """
+
+    def __init__(self, p: float, rng: np.random.Generator) -> None:
+        super().__init__()
+        self.p, self.rng = p, rng
+        self.mask: F32 | None = None
+        self.fixed_mask: F32 | None = None
+
+    def forward(self, x: F32, train: bool) -> F32:
+        if not train or self.p == 0.0:
+            self.mask = None
+            return x
+        if self.fixed_mask is not None:
+            self.mask = self.fixed_mask
+        else:
+            keep = np.float32(1.0 - self.p)
+            u = self.rng.random(x.shape, dtype=np.float32, out=self._buffer("mask", x.shape))
+            # floor(u + keep) is 1 with probability keep, else 0; then scale by 1/keep.
+            np.add(u, keep, out=u)
+            np.floor(u, out=u)
+            u *= np.float32(1.0 / keep)
+            self.mask = u
+        return np.multiply(x, self.mask, out=self._buffer("out", x.shape))
+
+    def backward(self, dout: F32) -> F32:
+        if self.mask is None:
+            return dout
+        dout *= self.mask
+        return dout
+
+
+def init_weights(fan_in: int, fan_out: int, init: str, rng: np.random.Generator) -> F32:
+    """Draw a (fan_in, fan_out) float32 weight matrix.
+
+    he:     N(0, 2 / fan_in), keeps ReLU activations' variance steady layer to layer.
+    xavier: U(-r, r) with r = sqrt(6 / (fan_in + fan_out)), for tanh/sigmoid (Glorot).
+    """
+    if init == "he":
+        w = rng.standard_normal((fan_in, fan_out), dtype=np.float32)
+        w *= np.float32(np.sqrt(2.0 / fan_in))
+        return w
+    if init == "xavier":
+        r = np.float32(np.sqrt(6.0 / (fan_in + fan_out)))
+        w = rng.random((fan_in, fan_out), dtype=np.float32)
+        w *= 2 * r
+        w -= r
+        return w
+    raise ValueError(f"unknown init {init!r}")
