@@ -1,0 +1,163 @@
+"""Checkpoints: arrays plus JSON metadata in one ``.npz``, never a pickle.
+
+Layout of ``last.npz`` / ``best.npz``:
+    model/<i>/<name>   float32 parameters of the i-th parameter layer (``model/0/W``...)
+    optim/<name>       the optimiser's state (velocity, or Adam's m, v, t)
+    meta               a 0-d unicode array holding a JSON object: format version, epoch, class
+                       names, image size, layer sizes, activation, loss, RNG state, best metric,
+                       schedule and early-stopping state, and the resolved config
+
+Loading uses ``allow_pickle=False`` so an npz holding object arrays is refused, never
+unpickled. Writes are atomic (temp file + os.replace), so a crash leaves the old file.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nnletters.errors import CheckpointError
+from nnletters.fileio import write_with
+
+FORMAT_VERSION = 1
+KIND = "nnletters-checkpoint"
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    meta: dict[str, Any]
+    model_state: dict[str, np.ndarray]
+    optim_state: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.meta["classes"])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.meta["image_size"])
+
+
+def save_checkpoint(path: str | Path, model, meta: dict[str, Any], optimizer=None) -> None:
+    """Write the model's arrays (and the optimiser's state) with ``meta`` atomically."""
+    arrays = {f"model/{k}": v for k, v in model.state_dict().items()}
+    if optimizer is not None:
+        arrays.update({f"optim/{k}": v for k, v in optimizer.state_dict().items()})
+    meta = {"kind": KIND, "format_version": FORMAT_VERSION, **meta}
+    arrays["meta"] = np.array(json.dumps(meta))
+    write_with(path, lambda fh: np.savez(fh, **arrays))
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Read and validate a checkpoint; any problem is a one-line CheckpointError."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a directory, expected a .npz checkpoint")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {key: npz[key] for key in npz.files}
+    except ValueError as exc:
+        if "pickle" in str(exc).lower():
+            raise CheckpointError(f"{path}: holds object arrays (pickled data); refused, "
+                                  "a checkpoint holds plain arrays only") from None
+        raise CheckpointError(f"{path}: not a valid checkpoint ({exc})") from None
+    except (OSError, zipfile.BadZipFile, EOFError, KeyError) as exc:
+        raise CheckpointError(f"{path}: not a readable .npz checkpoint "
+                              f"(truncated or corrupt: {exc})") from None
+    if not isinstance(arrays, dict) or "meta" not in arrays:
+        raise CheckpointError(f"{path}: not an nnletters checkpoint (no 'meta' entry)")
+    meta = _parse_meta(path, arrays.pop("meta"))
+    model_state = {k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")}
+    optim_state = {k[len("optim/"):]: v for k, v in arrays.items() if k.startswith("optim/")}
+    _check_shapes(path, meta, model_state)
+    return Checkpoint(path, meta, model_state, optim_state)
+
+
+def _parse_meta(path: Path, raw: np.ndarray) -> dict[str, Any]:
+    try:
+        meta = json.loads(str(raw[()]))
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"{path}: metadata is not valid JSON ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("kind") != KIND:
+        raise CheckpointError(f"{path}: not an nnletters checkpoint (metadata kind "
+                              f"{meta.get('kind') if isinstance(meta, dict) else None!r})")
+    version = meta.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(f"{path}: format version {version!r} is newer than this "
+                              f"nnletters reads ({FORMAT_VERSION}); upgrade nnletters")
+    for key in ("classes", "image_size", "layer_sizes", "activation", "loss"):
+        if key not in meta:
+            raise CheckpointError(f"{path}: metadata lacks '{key}'")
+    return meta
+
+
+def _check_shapes(path: Path, meta: dict[str, Any], state: dict[str, np.ndarray]) -> None:
+    sizes = meta["layer_sizes"]
+    if not isinstance(sizes, list) or len(sizes) < 2:
+        raise CheckpointError(f"{path}: metadata layer_sizes {sizes!r} is not a list of sizes")
+    if len(meta["classes"]) != sizes[-1]:
+        raise CheckpointError(f"{path}: {len(meta['classes'])} class names but the output "
+                              f"layer has {sizes[-1]} units")
+    dense_keys = sorted((k for k in state if k.endswith("/W")), key=lambda k: int(k.split("/")[0]))
+    shapes = [tuple(state[k].shape) for k in dense_keys]
+    expected = list(zip(sizes[:-1], sizes[1:], strict=True))
+    if shapes != expected:
+        raise CheckpointError(f"{path}: weight shapes {shapes} disagree with layer sizes "
+                              f"{sizes} in its metadata")
+    for key, array in state.items():
+        if array.dtype != np.float32:
+            raise CheckpointError(f"{path}: array model/{key} is {array.dtype}, "
+                                  "expected float32")
+
+
+def model_from_checkpoint(ckpt: Checkpoint):
+    """Rebuild the MLP a checkpoint describes and load its weights."""
+    from nnletters.nn.model import MLP
+
+    m = ckpt.meta
+    # The generator only fills the initial weights, which the checkpoint overwrites.
+    model = MLP(m["layer_sizes"], m["activation"], m.get("init", "he"), m.get("dropout", 0.0),
+                m["loss"], np.random.default_rng(0), m.get("label_smoothing", 0.0),
+                m.get("batch_norm", False))
+    try:
+        model.load_state_dict(ckpt.model_state)
+    except (KeyError, ValueError) as exc:
+        raise CheckpointError(f"{ckpt.path}: {exc}") from None
+    return model
+
+
+def resolve_checkpoint(target: str | Path | None, runs_dir: str | Path = "runs") -> Path:
+    """A checkpoint path from a run folder, a file, or (None) the most recent run."""
+    if target is None:
+        run = latest_run(runs_dir)
+        if run is None:
+            raise CheckpointError(f"no runs found under {runs_dir}/; train one first or "
+                                  "name a run folder or checkpoint")
+        target = run
+    path = Path(target)
+    if path.is_dir():
+        for name in ("best.npz", "last.npz"):
+            if (path / name).exists():
+                return path / name
+        raise CheckpointError(f"{path}: no checkpoint (best.npz or last.npz) in this folder")
+    if not path.exists():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    return path
+
+
+def latest_run(runs_dir: str | Path = "runs") -> Path | None:
+    """The most recently modified folder under ``runs_dir`` that holds a checkpoint."""
+    root = Path(runs_dir)
+    if not root.is_dir():
+        return None
+    runs = [d for d in root.iterdir()
+            if d.is_dir() and ((d / "best.npz").exists() or (d / "last.npz").exists())]
+    return max(runs, key=lambda d: d.stat().st_mtime, default=None)

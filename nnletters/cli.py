@@ -1,0 +1,128 @@
+"""The ``nnletters`` command line: thin Click commands that parse, call one function, print.
+
+nnletters' own errors become ``Error: <one line>`` and exit code 1 (``--debug`` shows the
+traceback instead); bad usage is Click's exit code 2. Heavy imports happen inside commands so
+that ``nnletters predict`` starts fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from nnletters.errors import NNLettersError
+
+
+def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn nnletters' errors into one ``Error:`` line (exit 1) unless --debug."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except NNLettersError as exc:
+            ctx = click.get_current_context(silent=True)
+            if ctx is not None and (ctx.find_root().obj or {}).get("debug"):
+                raise
+            raise click.ClickException(str(exc)) from None
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show Python tracebacks for errors.")
+@click.version_option(package_name="nnletters")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
+    """Train NumPy multilayer perceptrons that read letters in small images."""
+    ctx.obj = {"debug": debug}
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="YAML experiment config.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a config key (value parsed as YAML); repeatable.")
+@click.option("--out", type=click.Path(file_okay=False), help="Run folder (exactly this path).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar and no per-epoch lines.")
+@handle_errors
+def train(config_path: str | None, overrides: tuple[str, ...], out: str | None,
+          quiet: bool) -> None:
+    """Train a model from a YAML config and write a run folder."""
+    from nnletters.config import load_config
+    from nnletters.experiment import new_run_dir, train_run
+
+    if config_path is None:
+        raise click.UsageError("Missing option '--config'.")
+    for item in overrides:
+        if "=" not in item or not item.partition("=")[0].strip():
+            raise click.UsageError(f"--set {item!r}: expected KEY=VALUE, e.g. optim.lr=0.01")
+    cfg = load_config(config_path, overrides)
+    run_dir = new_run_dir(cfg, out)
+    progress = not quiet and sys.stderr.isatty()
+    log = (lambda _msg: None) if quiet else (lambda msg: click.echo(msg))
+    summary = train_run(cfg, run_dir, progress=progress, log=log)
+    if quiet and summary.get("test_accuracy") is not None:
+        click.echo(f"test accuracy {100 * summary['test_accuracy']:.2f}%  run folder {run_dir}")
+
+
+@main.command("eval")
+@click.argument("target", required=False)
+@click.option("--data", "data_path", type=click.Path(),
+              help="Evaluate on all of this dataset instead of the run's test split.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@handle_errors
+def eval_command(target: str | None, data_path: str | None, as_json: bool) -> None:
+    """Accuracy, loss, per-class scores and confusion matrix of a run or checkpoint
+    (default: the most recent run under runs/)."""
+    from nnletters.evaluation import evaluate_checkpoint, format_report
+
+    result = evaluate_checkpoint(target, data_path, progress=not as_json and sys.stderr.isatty())
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        click.echo(f"checkpoint {result['checkpoint']}")
+        click.echo(format_report(result))
+
+
+@main.command()
+@click.argument("images", nargs=-1, required=True)
+@click.option("--checkpoint", "target", help="Run folder or .npz (default: the latest run).")
+@click.option("--top-k", default=3, show_default=True, type=click.IntRange(min=1),
+              help="How many of the most likely letters to show.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of results.")
+@handle_errors
+def predict(images: tuple[str, ...], target: str | None, top_k: int, as_json: bool) -> None:
+    """The letter in each IMAGE (files or folders of images), with probabilities."""
+    from nnletters.prediction import predict_images
+
+    results, errors = predict_images(list(images), target, top_k)
+    if as_json:
+        click.echo(json.dumps(results))
+    else:
+        for r in results:
+            others = "  ".join(f"{label} {100 * p:.1f}%" for label, p in r["top_k"][1:])
+            click.echo(f"{r['path']}: {r['label']} ({100 * r['probability']:.1f}%)"
+                       + (f"   then {others}" if others else ""))
+    for _path, message in errors:
+        click.echo(f"Error: {message}", err=True)
+    if errors:
+        sys.exit(1)
+
+
+def _register_optional_commands() -> None:
+    """Command groups that live in their own modules."""
+    from nnletters.cli_data import data_group
+
+    main.add_command(data_group)
+
+
+try:  # the data group is optional while it is being built
+    _register_optional_commands()
+except ImportError:  # pragma: no cover
+    pass

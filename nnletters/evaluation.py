@@ -1,0 +1,118 @@
+"""Evaluation: accuracy, loss, per-class precision/recall/F1 and the confusion matrix.
+
+    precision_c = TP_c / (TP_c + FP_c)   of the images called c, how many are c
+    recall_c    = TP_c / (TP_c + FN_c)   of the images that are c, how many were found
+    f1_c        = 2 P R / (P + R)
+    confusion[i][j] = number of images of true class i predicted as class j
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from nnletters.errors import DataError
+
+
+def confusion_matrix(y_true: NDArray[np.int64], y_pred: NDArray[np.int64],
+                     n_classes: int) -> NDArray[np.int64]:
+    """(C, C) int64 counts, rows the true class, columns the prediction."""
+    return np.bincount(y_true * n_classes + y_pred,
+                       minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+
+
+def per_class_scores(confusion: NDArray[np.int64], classes: list[str]) -> dict[str, dict]:
+    tp = np.diag(confusion).astype(np.float64)
+    predicted, actual = confusion.sum(axis=0), confusion.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(predicted > 0, tp / predicted, 0.0)
+        recall = np.where(actual > 0, tp / actual, 0.0)
+        f1 = np.where(precision + recall > 0,
+                      2 * precision * recall / (precision + recall), 0.0)
+    return {name: {"precision": float(precision[i]), "recall": float(recall[i]),
+                   "f1": float(f1[i]), "support": int(actual[i])}
+            for i, name in enumerate(classes)}
+
+
+def evaluate(model, X: NDArray[np.float32], y: NDArray[np.int64], classes: list[str],
+             batch_size: int = 1024) -> dict[str, Any]:
+    """Every figure ``nnletters eval`` reports, as one JSON-ready dict."""
+    from nnletters.training import evaluate_loss_accuracy
+
+    loss, accuracy = evaluate_loss_accuracy(model, X, y, batch_size)
+    pred = predict_classes(model, X, batch_size)
+    confusion = confusion_matrix(y, pred, len(classes))
+    return {"accuracy": accuracy, "loss": loss, "n": int(X.shape[0]), "classes": classes,
+            "per_class": per_class_scores(confusion, classes),
+            "confusion": confusion.tolist()}
+
+
+def predict_classes(model, X: NDArray[np.float32], batch_size: int = 1024) -> NDArray[np.int64]:
+    out = np.empty(X.shape[0], dtype=np.int64)
+    for start in range(0, X.shape[0], batch_size):
+        out[start:start + batch_size] = model.forward(X[start:start + batch_size]).argmax(1)
+    return out
+
+
+def format_report(result: dict[str, Any]) -> str:
+    """Human-readable text of ``evaluate``'s result."""
+    classes = result["classes"]
+    lines = [f"accuracy {100 * result['accuracy']:.2f}%   loss {result['loss']:.4f}   "
+             f"n {result['n']}", "",
+             f"{'class':>8} {'precision':>9} {'recall':>7} {'f1':>7} {'support':>8}"]
+    for name in classes:
+        s = result["per_class"][name]
+        lines.append(f"{name:>8} {s['precision']:>9.4f} {s['recall']:>7.4f} {s['f1']:>7.4f} "
+                     f"{s['support']:>8}")
+    width = max(5, *(len(str(v)) for row in result["confusion"] for v in row), *map(len, classes))
+    lines += ["", "confusion matrix (rows: true class, columns: predicted)",
+              " " * (width + 1) + " ".join(f"{c:>{width}}" for c in classes)]
+    for name, row in zip(classes, result["confusion"], strict=True):
+        lines.append(f"{name:>{width}} " + " ".join(f"{v:>{width}}" for v in row))
+    return "\n".join(lines)
+
+
+def align_classes(data_classes: list[str], model_classes: list[str], y: NDArray[np.int64],
+                  source: str | Path) -> NDArray[np.int64]:
+    """Re-index labels of a dataset to the model's class order, matching by name."""
+    unknown = [c for c in data_classes if c not in model_classes]
+    if unknown:
+        raise DataError(f"{source}: class {unknown[0]!r} is not one the model knows "
+                        f"({', '.join(model_classes)})")
+    mapping = np.array([model_classes.index(c) for c in data_classes], dtype=np.int64)
+    return mapping[y]
+
+
+def evaluate_checkpoint(target: str | Path | None, data_path: str | Path | None = None,
+                        progress: bool = False) -> dict[str, Any]:
+    """``nnletters eval``: a run's own test split, or all of ``data_path``."""
+    from nnletters.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
+
+    ckpt_path = resolve_checkpoint(target)
+    ckpt = load_checkpoint(ckpt_path)
+    model = model_from_checkpoint(ckpt)
+    if data_path is not None:
+        from nnletters.data import load_dataset
+
+        ds = load_dataset(data_path, ckpt.image_size, progress=progress)
+        source = data_path
+    else:
+        from nnletters.config import load_config
+        from nnletters.data import load_splits
+
+        config_path = ckpt_path.parent / "config.yaml"
+        if not config_path.exists():
+            raise DataError(f"{ckpt_path}: no config.yaml beside it to find the run's test "
+                            "split; pass --data PATH")
+        cfg = load_config(config_path)
+        ds = load_splits(cfg.data, cfg.seed, progress=progress).test
+        source = cfg.data.path or "synthetic data"
+    if len(ds.y) == 0:
+        raise DataError(f"{source}: no test images to evaluate on")
+    y = align_classes(ds.classes, ckpt.classes, ds.y, source)
+    result = evaluate(model, ds.X, y, ckpt.classes)
+    result["checkpoint"] = str(ckpt_path)
+    return result

@@ -1,0 +1,224 @@
+"""The training loop: epochs of shuffled minibatches, validation, schedules, early stopping,
+checkpoints and metrics files. ``fit`` returns the history, one row per epoch.
+
+One ``numpy.random.Generator`` drives everything random in a run (initial weights, the
+shuffle order, dropout masks); its state is saved with every checkpoint, so a resumed run
+draws exactly the numbers the uninterrupted run would have drawn.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from nnletters import metrics
+from nnletters.checkpoint import save_checkpoint
+from nnletters.config import Config, to_dict
+from nnletters.errors import TrainingError
+from nnletters.nn.model import MLP
+from nnletters.nn.optim import build_optimizer
+from nnletters.nn.schedules import Schedule
+
+F32 = NDArray[np.float32]
+
+
+@dataclass
+class TrainState:
+    """What the loop carries from epoch to epoch (and what a resume restores)."""
+
+    epoch: int = 0                      # epochs completed
+    best_metric: float | None = None
+    best_epoch: int = 0
+    bad_epochs: int = 0                 # epochs since the monitored metric last improved
+    stopped_early: bool = False
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_meta(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "best_metric": self.best_metric,
+                "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs,
+                "stopped_early": self.stopped_early}
+
+
+def train_epoch(model: MLP, optimizer, X: F32, y: NDArray[np.int64], batch_size: int,
+                rng: np.random.Generator, lr: float, *, epoch: int = 1,
+                on_batch: Callable[[int, float, int], None] | None = None,
+                transform: Callable[[F32], F32] | None = None) -> tuple[float, float]:
+    """One pass over (X, y) in shuffled minibatches; returns (mean loss, accuracy).
+
+    X: (N, D) float32, y: (N,) int64. The batch is gathered into one reused buffer.
+    Raises TrainingError at the first non-finite loss, naming epoch and step.
+    """
+    n = X.shape[0]
+    order = rng.permutation(n)
+    batch_buf = np.empty((min(batch_size, n), X.shape[1]), dtype=np.float32)
+    total_loss, total_correct = 0.0, 0
+    for step, start in enumerate(range(0, n, batch_size), start=1):
+        idx = order[start:start + batch_size]
+        xb = np.take(X, idx, axis=0, out=batch_buf[:len(idx)])
+        if transform is not None:
+            xb = transform(xb)
+        loss, correct = model.train_step(xb, y[idx])
+        if not math.isfinite(loss):
+            raise TrainingError(
+                f"loss became {loss} at epoch {epoch}, step {step}: training diverged; "
+                f"try a smaller learning rate (optim.lr={lr:g} now)")
+        optimizer.step(lr)
+        total_loss += loss * len(idx)
+        total_correct += correct
+        if on_batch is not None:
+            on_batch(len(idx), loss, correct)
+    return total_loss / n, total_correct / n
+
+
+def evaluate_loss_accuracy(model: MLP, X: F32, y: NDArray[np.int64],
+                           batch_size: int = 1024) -> tuple[float, float]:
+    """Mean loss and accuracy of ``model`` (inference mode) on (X, y)."""
+    if X.shape[0] == 0:
+        return float("nan"), float("nan")
+    total_loss, correct = 0.0, 0
+    for start in range(0, X.shape[0], batch_size):
+        xb, yb = X[start:start + batch_size], y[start:start + batch_size]
+        logits = model.forward(xb, train=False)
+        correct += int(np.count_nonzero(logits.argmax(axis=1) == yb))
+        loss, _ = model.loss(logits, yb, out=logits)
+        total_loss += loss * len(yb)
+    return total_loss / X.shape[0], correct / X.shape[0]
+
+
+def build(cfg: Config, n_in: int, n_classes: int, rng: np.random.Generator
+          ) -> tuple[MLP, Any, Schedule]:
+    """Model, optimiser and schedule for ``cfg``: the same path ``nnletters train`` takes."""
+    model = MLP.from_config(cfg.model, n_in, n_classes, rng)
+    optimizer = build_optimizer(cfg.optim, model)
+    mode = "min" if cfg.train.early_stopping.monitor == "val_loss" else "max"
+    schedule = Schedule(cfg.schedule, cfg.optim.lr, cfg.train.epochs, mode)
+    return model, optimizer, schedule
+
+
+def improved(value: float, best: float | None, monitor: str, min_delta: float) -> bool:
+    """Did the monitored metric improve by more than ``min_delta``?"""
+    if best is None:
+        return True
+    if monitor == "val_loss":
+        return value < best - min_delta
+    return value > best + min_delta
+
+
+class Trainer:
+    """Runs ``fit`` for one run folder: builds nothing itself, writes every file atomically."""
+
+    def __init__(self, cfg: Config, model: MLP, optimizer, schedule: Schedule,
+                 rng: np.random.Generator, train, val, run_dir: Path,
+                 meta: dict[str, Any], *, progress: bool = False,
+                 log: Callable[[str], None] = print) -> None:
+        self.cfg, self.model, self.optimizer, self.schedule = cfg, model, optimizer, schedule
+        self.rng, self.train, self.val = rng, train, val
+        self.run_dir, self.meta_base = Path(run_dir), meta
+        self.progress, self.log = progress, log
+        self.state = TrainState()
+        self.best_theta: F32 | None = None
+        self.transform: Callable[[F32], F32] | None = None
+
+    # ------------------------------------------------------------------ the loop
+
+    def fit(self) -> TrainState:
+        cfg, st = self.cfg, self.state
+        es = cfg.train.early_stopping
+        has_val = self.val.X.shape[0] > 0
+        while st.epoch < cfg.train.epochs and not st.stopped_early:
+            epoch = st.epoch + 1
+            lr = self.schedule.lr(st.epoch)
+            t0 = time.perf_counter()
+            train_loss, train_acc = self._train_one_epoch(epoch, lr)
+            seconds = time.perf_counter() - t0
+            val_loss, val_acc = evaluate_loss_accuracy(self.model, self.val.X, self.val.y)
+            row = {"epoch": epoch, "lr": lr, "train_loss": train_loss,
+                   "train_accuracy": train_acc,
+                   "val_loss": val_loss if has_val else None,
+                   "val_accuracy": val_acc if has_val else None,
+                   "epoch_seconds": round(seconds, 4)}
+            st.history.append(row)
+            st.epoch = epoch
+            monitored = row[es.monitor] if has_val else -train_loss
+            is_best = improved(monitored, st.best_metric, es.monitor if has_val else "max",
+                               es.min_delta)
+            if is_best:
+                st.best_metric, st.best_epoch, st.bad_epochs = monitored, epoch, 0
+                self.best_theta = self.model.theta.copy()
+            else:
+                st.bad_epochs += 1
+                if es.enabled and has_val and st.bad_epochs >= es.patience:
+                    st.stopped_early = True
+            self.schedule.observe(row[es.monitor] if has_val else None)
+            self._save_epoch(is_best)
+            self.log(metrics.format_epoch(row, cfg.train.epochs, is_best))
+        if st.stopped_early:
+            self.log(f"early stopping: {es.monitor} did not improve for {es.patience} epochs; "
+                     f"restoring the weights of epoch {st.best_epoch}")
+        if self.best_theta is not None:
+            self.model.theta[...] = self.best_theta  # finish with the best weights
+        return st
+
+    def _train_one_epoch(self, epoch: int, lr: float) -> tuple[float, float]:
+        bar = None
+        on_batch = None
+        if self.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=self.train.X.shape[0], desc=f"epoch {epoch}/{self.cfg.train.epochs}",
+                       unit="img", leave=False, file=sys.stderr, dynamic_ncols=True)
+            seen = {"n": 0, "loss": 0.0, "correct": 0, "steps": 0}
+
+            def on_batch(n: int, loss: float, correct: int) -> None:
+                seen["n"] += n
+                seen["loss"] += loss * n
+                seen["correct"] += correct
+                seen["steps"] += 1
+                bar.update(n)
+                if seen["steps"] % 20 == 0:
+                    bar.set_postfix(loss=f"{seen['loss'] / seen['n']:.4f}",
+                                    acc=f"{seen['correct'] / seen['n']:.3f}", refresh=False)
+        try:
+            return train_epoch(self.model, self.optimizer, self.train.X, self.train.y,
+                               self.cfg.train.batch_size, self.rng, lr, epoch=epoch,
+                               on_batch=on_batch, transform=self.transform)
+        finally:
+            if bar is not None:
+                bar.close()
+
+    # ------------------------------------------------------------------ files
+
+    def checkpoint_meta(self) -> dict[str, Any]:
+        return {**self.meta_base, **self.state.to_meta(),
+                "monitor": self.cfg.train.early_stopping.monitor,
+                "rng_state": self.rng.bit_generator.state,
+                "schedule": self.schedule.state_dict(),
+                "config": to_dict(self.cfg)}
+
+    def _save_epoch(self, is_best: bool) -> None:
+        meta = self.checkpoint_meta()
+        # best first: if the process dies between the two writes, last.npz (what a resume
+        # reads) still describes the previous epoch, whose best.npz is at least as good.
+        if is_best:
+            save_checkpoint(self.run_dir / "best.npz", self.model, meta, self.optimizer)
+        save_checkpoint(self.run_dir / "last.npz", self.model, meta, self.optimizer)
+        metrics.write_history(self.run_dir, self.state.history)
+
+
+def data_polarity(X: F32, image_size: int) -> bool:
+    """True when the training images are light glyphs on a dark background (like notMNIST),
+    judged from the mean of their border pixels."""
+    if X.shape[0] == 0:
+        return True
+    imgs = X[: min(2000, X.shape[0])].reshape(-1, image_size, image_size)
+    border = np.concatenate([imgs[:, 0, :], imgs[:, -1, :], imgs[:, :, 0], imgs[:, :, -1]],
+                            axis=1)
+    return bool(border.mean() < 0.5)
