@@ -26,6 +26,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 F32 = NDArray[np.float32]
+# Python float constants keep an array's dtype (NEP 50): float32 stays float32, and the
+# float64 twin used by gradient checks stays exact.
 LEAKY_SLOPE = 0.01
 
 
@@ -39,7 +41,7 @@ def relu(z: F32, out: F32 | None = None) -> F32:
 
 def leaky_relu(z: F32, out: F32 | None = None) -> F32:
     # max(z, s*z) equals z for z > 0 and s*z otherwise, since 0 < s < 1.
-    return np.maximum(z, z * np.float32(LEAKY_SLOPE), out=out)
+    return np.maximum(z, z * LEAKY_SLOPE, out=out)
 
 
 def tanh(z: F32, out: F32 | None = None) -> F32:
@@ -66,7 +68,8 @@ def relu_backward(a: F32, da: F32) -> F32:
 
 
 def leaky_relu_backward(a: F32, da: F32) -> F32:
-    da *= np.where(a > 0, np.float32(1.0), np.float32(LEAKY_SLOPE))
+    one = a.dtype.type(1.0)
+    da *= np.where(a > 0, one, a.dtype.type(LEAKY_SLOPE))
     return da
 
 
@@ -127,9 +130,9 @@ def softmax_cross_entropy(z: F32, y: NDArray[np.int64], label_smoothing: float =
         loss -= label_smoothing / c * float(sum_log_p.mean())
     dlogits = np.divide(probs, sum_exp[:, None], out=shifted)
     if label_smoothing:
-        dlogits -= np.float32(label_smoothing / c)
-    dlogits[rows, y] -= np.float32(1.0 - label_smoothing)
-    dlogits *= np.float32(1.0 / n)
+        dlogits -= label_smoothing / c
+    dlogits[rows, y] -= 1.0 - label_smoothing
+    dlogits *= 1.0 / n
     return loss, dlogits
 
 
@@ -144,7 +147,7 @@ def sigmoid_quadratic(z: F32, y: NDArray[np.int64], label_smoothing: float = 0.0
     diff = a.copy()
     diff[np.arange(n), y] -= 1.0
     loss = 0.5 * float(np.einsum("ij,ij->", diff, diff)) / n
-    diff *= np.float32(1.0 / n)
+    diff *= 1.0 / n
     dlogits = sigmoid_backward(a, diff)
     return loss, dlogits
 
@@ -154,10 +157,15 @@ LOSSES: dict[str, Callable[..., tuple[float, F32]]] = {
     "quadratic": sigmoid_quadratic,
 }
 
-# What each loss turns logits into, for predictions: probabilities summing to one for
-# cross-entropy; for the quadratic loss the sigmoid scores, renormalised for display.
+def normalised_sigmoid(z: F32) -> F32:
+    """(N, C) -> (N, C): sigmoid scores scaled to sum to one, for displaying predictions of
+    a model trained with the quadratic loss (whose outputs are independent sigmoids)."""
+    s = sigmoid(z.copy())
+    return s / s.sum(axis=1, keepdims=True)
+
+
+# What each loss turns logits into, for predictions.
 OUTPUTS: dict[str, Callable[[F32], F32]] = {
     "cross_entropy": softmax,
-    "quadratic": lambda z: (s := sigmoid(np.array(z, dtype=np.float32))) / s.sum(
-        axis=1, keepdims=True),
+    "quadratic": normalised_sigmoid,
 }

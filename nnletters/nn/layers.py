@@ -26,15 +26,17 @@ class Layer:
     param_specs: list[tuple[str, tuple[int, ...], bool]] = []
     buffer_names: tuple[str, ...] = ()  # non-trainable state saved with the model
 
+    dtype: type = np.float32  # float64 only for gradient checks
+
     def __init__(self) -> None:
         self._buffers: dict[tuple, F32] = {}
 
     def _buffer(self, tag: str, shape: tuple[int, ...]) -> F32:
-        """A float32 scratch array of ``shape`` kept for reuse across steps."""
+        """A scratch array of ``shape`` (float32) kept for reuse across steps."""
         key = (tag, shape)
         buf = self._buffers.get(key)
         if buf is None:
-            buf = self._buffers[key] = np.empty(shape, dtype=np.float32)
+            buf = self._buffers[key] = np.empty(shape, dtype=self.dtype)
         return buf
 
     def forward(self, x: F32, train: bool) -> F32:
@@ -116,7 +118,7 @@ class Dropout(Layer):
             self.mask = self.fixed_mask
         else:
             keep = np.float32(1.0 - self.p)
-            u = self.rng.random(x.shape, dtype=np.float32, out=self._buffer("mask", x.shape))
+            u = self.rng.random(x.shape, dtype=self.dtype, out=self._buffer("mask", x.shape))
             # floor(u + keep) is 1 with probability keep, else 0; then scale by 1/keep.
             np.add(u, keep, out=u)
             np.floor(u, out=u)

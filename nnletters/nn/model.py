@@ -23,8 +23,10 @@ class MLP:
     def __init__(self, sizes: list[int], activation: str = "relu", init: str = "he",
                  dropout: float = 0.0, loss: str = "cross_entropy",
                  rng: np.random.Generator | None = None, label_smoothing: float = 0.0,
-                 batch_norm: bool = False) -> None:
-        """sizes = [n_in, hidden..., n_classes]; rng draws the initial weights and dropout."""
+                 batch_norm: bool = False, dtype: type = np.float32) -> None:
+        """sizes = [n_in, hidden..., n_classes]; rng draws the initial weights and dropout.
+
+        dtype is float32 for everything real; gradient checks build a float64 twin."""
         if rng is None:
             raise ValueError("MLP needs an explicit numpy.random.Generator")
         self.sizes = list(sizes)
@@ -32,14 +34,18 @@ class MLP:
         self.loss_name, self.label_smoothing = loss, label_smoothing
         self.batch_norm = batch_norm
         self.loss_fn, self.output_fn = LOSSES[loss], OUTPUTS[loss]
+        self.dtype = np.dtype(dtype)
         self.layers = self._build_layers(rng)
+        for layer in self.layers:
+            layer.dtype = self.dtype
         self._bind_params()
 
     @classmethod
-    def from_config(cls, cfg, n_in: int, n_classes: int, rng: np.random.Generator) -> MLP:
+    def from_config(cls, cfg, n_in: int, n_classes: int, rng: np.random.Generator,
+                    dtype: type = np.float32) -> MLP:
         """Build from a ``ModelConfig``."""
         return cls([n_in, *cfg.hidden, n_classes], cfg.activation, cfg.init, cfg.dropout,
-                   cfg.loss, rng, cfg.label_smoothing, cfg.batch_norm)
+                   cfg.loss, rng, cfg.label_smoothing, cfg.batch_norm, dtype)
 
     def _build_layers(self, rng: np.random.Generator) -> list[Layer]:
         layers: list[Layer] = []
@@ -62,8 +68,8 @@ class MLP:
                  for name, shape, decay in layer.param_specs]
         specs.sort(key=lambda s: not s[3])  # stable: decayed weights first, in layer order
         total = sum(int(np.prod(shape)) for _, _, shape, _ in specs)
-        self.theta = np.zeros(total, dtype=np.float32)
-        self.grad = np.zeros(total, dtype=np.float32)
+        self.theta = np.zeros(total, dtype=self.dtype)
+        self.grad = np.zeros(total, dtype=self.dtype)
         self.n_decay = sum(int(np.prod(s)) for _, _, s, decay in specs if decay)
         offset = 0
         for layer, name, shape, _ in specs:
@@ -103,7 +109,7 @@ class MLP:
 
     def predict_proba(self, x: F32, batch_size: int = 1024) -> F32:
         """(N, n_in) -> (N, n_classes) float32 class probabilities, evaluated in batches."""
-        out = np.empty((x.shape[0], self.sizes[-1]), dtype=np.float32)
+        out = np.empty((x.shape[0], self.sizes[-1]), dtype=self.dtype)
         for start in range(0, x.shape[0], batch_size):
             logits = self.forward(x[start:start + batch_size], train=False)
             out[start:start + batch_size] = self.output_fn(logits)
