@@ -59,6 +59,9 @@ def check_gradients(model, X: NDArray, y: NDArray[np.int64], weight_decay: float
         raise ValueError("gradient checks need a float64 model (MLP(..., dtype=np.float64))")
     rng = rng or np.random.default_rng(0)
     X = np.asarray(X, dtype=np.float64)
+    # Biases start at zero, so a row that dropout or ReLU zeroed entirely gives a
+    # pre-activation of exactly 0: ReLU's kink, where no derivative exists. Nudge them off it.
+    model.theta[model.n_decay:] += rng.normal(0.0, 0.01, model.theta.size - model.n_decay)
     analytic = backprop_gradient(model, X, y, weight_decay)
     results = []
     offset = {id(p): _offset_in(model.theta, p) for p in model.params()}

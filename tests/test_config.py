@@ -1,0 +1,86 @@
+"""Config loading: every bad field is refused with one line naming file, key and value."""
+
+import pytest
+
+from nnletters.config import ConfigError, load_config, to_yaml
+
+
+def write(tmp_path, text, name="c.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def error_of(path, overrides=()):
+    with pytest.raises(ConfigError) as info:
+        load_config(path, overrides)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def test_defaults_and_overrides(tmp_path):
+    path = write(tmp_path, "name: t\ndata: {path: x}\nmodel: {hidden: [64]}\n")
+    cfg = load_config(path, ["model.hidden=[512, 256]", "optim.lr=0.01", "train.epochs=3"])
+    assert cfg.model.hidden == [512, 256]
+    assert cfg.optim.lr == 0.01 and isinstance(cfg.optim.lr, float)
+    assert cfg.train.epochs == 3 and cfg.name == "t"
+    assert cfg.train.early_stopping.monitor == "val_accuracy"
+
+
+def test_resolved_config_round_trips(tmp_path):
+    cfg = load_config(write(tmp_path, "data: {path: x}\n"), ["optim.name=adam"])
+    again = load_config(write(tmp_path, to_yaml(cfg), "resolved.yaml"))
+    assert again == cfg
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("optim.lr=-1", "optim.lr: expected a number > 0, got -1"),
+    ("optim.lr=0", "optim.lr: expected a number > 0, got 0"),
+    ("model.dropout=1", "model.dropout: expected a number >= 0 and < 1, got 1"),
+    ("model.hidden=[0]", "model.hidden: expected a list of positive whole numbers"),
+    ("model.hidden=64", "model.hidden: expected a list of positive whole numbers"),
+    ("model.activation=softplus", "model.activation: expected one of relu, leaky_relu, tanh, "
+                                  "sigmoid, got 'softplus'"),
+    ("train.epochs=ten", "train.epochs: expected a whole number >= 1, got 'ten'"),
+    ("train.epochs=2.5", "train.epochs: expected a whole number >= 1, got 2.5"),
+    ("train.batch_size=true", "train.batch_size: expected a whole number >= 1, got True"),
+    ("data.test_fraction=0.5", "data.val_fraction + data.test_fraction: expected a sum < 1"),
+    ("train.early_stopping.monitor=acc", "train.early_stopping.monitor: expected one of "
+                                         "val_accuracy, val_loss, got 'acc'"),
+    ("model=3", "model: expected a section (mapping), got 3"),
+])
+def test_bad_values_name_file_key_expected_and_given(tmp_path, override, expected):
+    path = write(tmp_path, "data: {path: x, val_fraction: 0.5}\n")
+    message = error_of(path, [override])
+    assert message.startswith(f"{path}: ")
+    assert expected in message
+
+
+def test_unknown_key_suggests_closest(tmp_path):
+    path = write(tmp_path, "data: {path: x}\nmodel: {hiden: [3]}\n")
+    assert error_of(path) == f"{path}: unknown key 'model.hiden' (did you mean 'model.hidden'?)"
+    assert "unknown key 'optimizer'" in error_of(write(tmp_path, "optimizer: {}\n"))
+
+
+def test_yaml_syntax_error_names_line_and_column(tmp_path):
+    path = write(tmp_path, "data:\n  path: x\nmodel: {hidden: [3\n")
+    message = error_of(path)
+    assert message.startswith(f"{path}: YAML syntax error at line ")
+    assert "column" in message
+
+
+def test_missing_file_and_not_a_mapping(tmp_path):
+    assert error_of(tmp_path / "nope.yaml") == f"config file not found: {tmp_path / 'nope.yaml'}"
+    path = write(tmp_path, "- a\n- b\n")
+    assert "expected a mapping of sections at the top level, got list" in error_of(path)
+
+
+def test_bad_set_syntax(tmp_path):
+    path = write(tmp_path, "data: {path: x}\n")
+    assert "expected key=value" in error_of(path, ["optim.lr"])
+
+
+def test_empty_hidden_is_a_single_linear_layer(tmp_path):
+    cfg = load_config(write(tmp_path, "data: {path: x}\nmodel: {hidden: []}\n"))
+    assert cfg.model.hidden == []
