@@ -1,0 +1,347 @@
+"""Where images come from: a folder of class folders, an archive of one, or list files.
+
+``open_source(path)`` recognises the path and lists what it can without decoding anything;
+``Source.items()`` then yields every image file once, in the source's own order:
+
+- a folder: one subfolder per class; files nested deeper count for their class folder;
+- an archive (.tar.gz/.tgz/.tar/.tar.bz2/.tar.xz/.zip) of such a folder, read in place, front
+  to back, never extracted; members with unsafe paths (``../x``, ``/x``) and links are refused;
+- a list file of ``relative/path label`` lines; ``train.txt``, ``validate.txt`` and
+  ``test.txt`` side by side are the three splits.
+
+In a folder or archive an optional single top folder (``notMNIST_small/A/...``) is looked
+through, and hidden files (``.DS_Store``, ``._x.png``) and ``__MACOSX/`` are ignored.
+"""
+
+from __future__ import annotations
+
+import lzma
+import os
+import stat
+import sys
+import tarfile
+import zipfile
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+from tqdm import tqdm
+
+from nnletters.data.images import IMAGE_EXTENSIONS, Item, is_image_name
+from nnletters.errors import DataError
+
+TAR_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
+ZIP_SUFFIXES = (".zip",)
+SPLIT_LISTS = ("train.txt", "validate.txt", "test.txt")  # split codes 0, 1, 2
+MAX_FILE_BYTES = 256 * 2**20
+"""Archive members larger than this are refused without being read into memory."""
+
+_EXPECTED = ("expected one subfolder per class holding "
+             + "/".join(sorted(e[1:] for e in IMAGE_EXTENSIONS)) + " files")
+
+
+@dataclass
+class Source:
+    """A recognised data path.
+
+    kind: "folder", "archive", "list" or "splits". For folders and list files the image files
+    are known up front (``files``: (name, path, label, split)); archives are streamed.
+    ``refused`` collects (name, reason) of files turned away before decoding.
+    """
+
+    path: Path
+    kind: str
+    files: list[tuple[str, str, str | None, int]] = field(default_factory=list)
+    stats: list[tuple[str, int, int]] = field(default_factory=list)  # (file, size, mtime_ns)
+    refused: list[tuple[str, str]] = field(default_factory=list)
+    labels: list[str | None] = field(default_factory=list)  # per item yielded, set by items()
+    splits: list[int] = field(default_factory=list)         # per item yielded, -1 if none
+
+    def fingerprint(self) -> list:
+        """What identifies the current contents, for cache keys: sizes and mtimes of every
+        file read (the archive or list files, plus each listed or found image file)."""
+        return [list(s) for s in self.stats]
+
+    def items(self) -> Iterator[Item]:
+        """Every image file once, as (name, bytes or path). Fills ``labels`` and ``splits``
+        alongside (labels of folders and archives are None here; see ``class_names``)."""
+        self.labels, self.splits = [], []
+        if self.kind == "archive":
+            stream = _tar_items if self.path.name.lower().endswith(TAR_SUFFIXES) else _zip_items
+            for item in stream(self.path, self.refused):
+                self.labels.append(None)
+                self.splits.append(-1)
+                yield item
+            return
+        for name, file, label, split in self.files:
+            self.labels.append(label)
+            self.splits.append(split)
+            yield name, file
+
+    @property
+    def total(self) -> int | None:
+        """How many items ``items()`` yields, when known before reading (not for archives)."""
+        return None if self.kind == "archive" else len(self.files)
+
+
+def open_source(path: str | Path) -> Source:
+    """Recognise ``path`` and list its files (without decoding). DataError names the path."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise DataError(f"data path not found: {path}")
+    path = path.resolve()
+    if path.is_dir():
+        lists = _split_lists(path)
+        return _open_lists(path, lists) if lists else _open_folder(path)
+    lower = path.name.lower()
+    if lower.endswith(TAR_SUFFIXES + ZIP_SUFFIXES):
+        st = path.stat()
+        return Source(path, "archive", stats=[(str(path), st.st_size, st.st_mtime_ns)])
+    if is_image_name(lower):
+        raise DataError(f"{path}: is a single image; expected a folder, an archive "
+                        f"(.tar.gz, .tgz, .tar, .zip) or a list file")
+    if lower in SPLIT_LISTS and (lists := _split_lists(path.parent)):
+        return _open_lists(path.parent, lists)
+    return _open_lists(path, {-1: path})
+
+
+def class_names(names: list[str]) -> tuple[list[str], list[str | None]]:
+    """Folder/archive names -> (names relative to the class folders' parent, class per name).
+
+    A single top folder shared by every name is looked through when it holds class folders
+    (``notMNIST_small/A/x.png`` -> ``A/x.png``, class A). A file outside any class folder gets
+    class None (it is ignored).
+    """
+    parts = [name.split("/") for name in names]
+    tops = {p[0] for p in parts}
+    if len(tops) == 1 and any(len(p) >= 3 for p in parts):
+        parts = [p[1:] for p in parts]
+    return ["/".join(p) for p in parts], [p[0] if len(p) >= 2 else None for p in parts]
+
+
+def safe_parts(name: str) -> list[str] | None:
+    """Split an archive or list path into its parts; None when it is absolute or climbs out
+    with '..' (such entries are refused: they could name files outside the dataset)."""
+    name = name.replace("\\", "/")
+    if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
+        return None
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if not parts or ".." in parts:
+        return None
+    return parts
+
+
+def _ignored(parts: list[str]) -> bool:
+    """Hidden files and folders, and the resource forks macOS adds to archives."""
+    return any(p.startswith(".") or p == "__MACOSX" for p in parts)
+
+
+# --------------------------------------------------------------------------- folders
+
+
+def _open_folder(root: Path) -> Source:
+    source = Source(root, "folder")
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not _ignored([d]))
+        rel_dir = os.path.relpath(dirpath, root)
+        for filename in sorted(filenames):
+            if _ignored([filename]) or not is_image_name(filename):
+                continue
+            full = os.path.join(dirpath, filename)
+            name = filename if rel_dir == "." else f"{rel_dir}/{filename}".replace(os.sep, "/")
+            try:
+                st = os.stat(full)
+            except OSError as exc:  # a dangling link, or removed while we look
+                source.refused.append((name, f"cannot read file: {exc.strerror or exc}"))
+                continue
+            source.files.append((name, full, None, -1))
+            source.stats.append((name, st.st_size, st.st_mtime_ns))
+    if not source.files:
+        raise DataError(f"{root}: no image files found ({_EXPECTED})")
+    return source
+
+
+# --------------------------------------------------------------------------- archives
+
+
+def _tar_items(path: Path, refused: list[tuple[str, str]]) -> Iterator[Item]:
+    """Stream a tar archive (any compression) front to back: one pass, no extraction.
+
+    Random access into a .tar.gz re-decompresses from the start; streaming mode ('r|*')
+    decompresses once.
+    """
+    try:
+        with tarfile.open(path, mode="r|*") as tar:
+            for member in tar:
+                parts = _member_parts(member.name, refused)
+                if parts is None:
+                    continue
+                if member.issym() or member.islnk():
+                    refused.append((member.name, "link in archive (skipped)"))
+                    continue
+                if not member.isfile():
+                    continue
+                if member.size > MAX_FILE_BYTES:
+                    refused.append((member.name, f"too large ({member.size} bytes)"))
+                    continue
+                data = tar.extractfile(member).read()  # type: ignore[union-attr]
+                if len(data) != member.size:
+                    raise DataError(f"{path}: truncated archive (at {member.name})")
+                yield "/".join(parts), data
+    except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError) as exc:
+        raise DataError(f"{path}: cannot read archive: {exc}") from None
+
+
+def _zip_items(path: Path, refused: list[tuple[str, str]]) -> Iterator[Item]:
+    """Read a zip archive's members in the order they are stored (sequential reads)."""
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise DataError(f"{path}: cannot read archive: {exc}") from None
+    with archive:
+        for info in sorted(archive.infolist(), key=lambda i: i.header_offset):
+            if info.is_dir():
+                continue
+            parts = _member_parts(info.filename, refused)
+            if parts is None:
+                continue
+            if stat.S_ISLNK(info.external_attr >> 16):
+                refused.append((info.filename, "link in archive (skipped)"))
+                continue
+            if info.flag_bits & 0x1:
+                refused.append((info.filename, "encrypted (skipped)"))
+                continue
+            if info.file_size > MAX_FILE_BYTES:
+                refused.append((info.filename, f"too large ({info.file_size} bytes)"))
+                continue
+            try:
+                data = archive.read(info)
+            except (zipfile.BadZipFile, zlib.error, NotImplementedError, EOFError,
+                    OSError) as exc:
+                refused.append((info.filename, f"damaged archive member: {exc}"))
+                continue
+            yield "/".join(parts), data
+
+
+def _member_parts(name: str, refused: list[tuple[str, str]]) -> list[str] | None:
+    """The safe parts of an image member's name; None (and maybe a refusal) to skip it."""
+    if not is_image_name(name):
+        return None
+    parts = safe_parts(name)
+    if parts is None:
+        refused.append((name, "unsafe path in archive (refused)"))
+        return None
+    return None if _ignored(parts) else parts
+
+
+# --------------------------------------------------------------------------- list files
+
+
+def _split_lists(folder: Path) -> dict[int, Path] | None:
+    """The three split lists when all of them sit in ``folder``."""
+    lists = {code: folder / name for code, name in enumerate(SPLIT_LISTS)}
+    return lists if all(p.is_file() for p in lists.values()) else None
+
+
+def _open_lists(path: Path, lists: dict[int, Path]) -> Source:
+    source = Source(path, "list" if -1 in lists else "splits")
+    for split, list_path in lists.items():
+        st = list_path.stat()
+        source.stats.append((str(list_path), st.st_size, st.st_mtime_ns))
+        source.files.extend(_parse_list(list_path, split, source.stats))
+    if not source.files:
+        raise DataError(f"{path}: no entries (expected lines 'relative/path label')")
+    return source
+
+
+def _parse_list(list_path: Path, split: int,
+                stats: list[tuple[str, int, int]]) -> list[tuple[str, str, str | None, int]]:
+    """Lines 'relative/path label' (paths relative to the list's folder, may hold spaces);
+    blank lines and '#' comments are skipped. Errors name the list file and line."""
+    try:
+        text = list_path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise DataError(f"{list_path}: neither a list file (not UTF-8 text) nor an archive "
+                        f"(.tar.gz, .tgz, .tar, .zip)") from None
+    except OSError as exc:
+        raise DataError(f"{list_path}: cannot read: {exc.strerror or exc}") from None
+    base, files = list_path.parent, []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        where = f"{list_path}:{lineno}"
+        fields = line.rsplit(None, 1)
+        if len(fields) != 2:
+            raise DataError(f"{where}: expected 'relative/path label', got {line!r}")
+        rel, label = fields
+        parts = safe_parts(rel)
+        if parts is None:
+            raise DataError(f"{where}: {rel}: path leaves the list's folder (refused)")
+        full = base.joinpath(*parts)
+        try:
+            st = full.stat()
+        except OSError:
+            raise DataError(f"{where}: {rel}: file not found") from None
+        if not stat.S_ISREG(st.st_mode):
+            raise DataError(f"{where}: {rel}: not a file")
+        name = "/".join(parts)
+        files.append((name, str(full), label, split))
+        stats.append((name, st.st_size, st.st_mtime_ns))
+    return files
+
+
+# --------------------------------------------------------------------------- arranging
+
+
+@dataclass
+class Layout:
+    """Where the readable items go: sorted by class then name."""
+
+    order: npt.NDArray[np.int64]    # (N,) item positions of the readable images, in order
+    classes: list[str]              # sorted
+    y: npt.NDArray[np.int64]        # (N,) class index of each
+    skipped: list[tuple[str, str]]  # (name, reason), refused and unreadable files, by name
+    outside: int                    # image files outside any class folder (ignored)
+
+
+def arrange(source: Source, names: list[str], labels: list[str | None],
+            reasons: list[str | None]) -> Layout:
+    """Order the decoded items of ``source`` (``reasons[i]`` None when item i is readable).
+
+    DataError when no image sits in a class, or a class has no readable image at all.
+    """
+    kept = [i for i, label in enumerate(labels) if label is not None]
+    if not kept:
+        found = "no image files found" if not names else "no images inside class folders"
+        raise DataError(f"{source.path}: {found} ({_EXPECTED})")
+    classes = sorted({labels[i] for i in kept})  # type: ignore[type-var]
+    readable = [i for i in kept if reasons[i] is None]
+    have = {labels[i] for i in readable}
+    for name in classes:
+        if name not in have:
+            bad = [i for i in kept if labels[i] == name]
+            raise DataError(f"{source.path}: class '{name}' has no readable images "
+                            f"({len(bad)} unreadable, e.g. {names[bad[0]]}: {reasons[bad[0]]})")
+    readable.sort(key=lambda i: (labels[i], names[i]))
+    index = {name: k for k, name in enumerate(classes)}
+    skipped = sorted(source.refused + [(names[i], reasons[i]) for i in kept  # type: ignore[misc]
+                                       if reasons[i] is not None])
+    return Layout(order=np.asarray(readable, dtype=np.int64), classes=classes,  # type: ignore[arg-type]
+                  y=np.asarray([index[labels[i]] for i in readable], dtype=np.int64),
+                  skipped=skipped, outside=len(labels) - len(kept))
+
+
+class _Bar(tqdm):
+    """tqdm without its monitor thread: worker processes are forked while a bar is open."""
+
+    monitor_interval = 0
+
+
+def progress_bar(source: Source, action: str, enabled: bool) -> tqdm:
+    """A bar counting images on stderr; shown only when ``enabled`` and stderr is a TTY."""
+    return _Bar(total=source.total, desc=f"{action} {source.path.name}", unit="img",
+                disable=None if enabled else True, leave=False, file=sys.stderr)
