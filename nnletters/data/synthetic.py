@@ -17,20 +17,17 @@ Two styles:
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 import re
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageDraw, ImageFilter, features
 
 from nnletters.config import SyntheticConfig
+from nnletters.data import cache as cache_store
 from nnletters.data.fonts import (
     BUILTIN_NAME,
     builtin_font,
@@ -38,8 +35,13 @@ from nnletters.data.fonts import (
     find_fonts,
     load_faces,
 )
-from nnletters.errors import DataError, NNLettersError
-from nnletters.fileio import write_text, write_with
+from nnletters.data.images import to_unit_float
+from nnletters.data.split import stratified_split
+from nnletters.errors import DataError
+from nnletters.fileio import write_text
+
+if TYPE_CHECKING:
+    from nnletters.data import Dataset
 
 __all__ = ["find_fonts", "load_synthetic", "parse_letters", "render_letters", "write_dataset"]
 
@@ -264,13 +266,18 @@ def _warp_letter(glyphs: _Glyphs, letter: str, params: dict[str, NDArray],
 
 def _finish(X: NDArray[np.uint8], rng: np.random.Generator, aug: Augment,
             invert: bool) -> None:
-    """In place on (n, S, S) uint8: ink brightness, pixel noise, and inversion for dark ink."""
+    """In place on (n, S, S) uint8: ink brightness, pixel noise, and inversion for dark ink.
+
+    Each image is rescaled so its brightest pixel is the drawn ink level: a thin glyph that
+    blur or downsampling left faint still shows at full contrast, as a scanned letter would.
+    """
     n = len(X)
-    ink = rng.uniform(*aug.ink, size=(n, 1, 1)).astype(np.float32) / 255.0
+    ink = rng.uniform(*aug.ink, size=n).astype(np.float32)
     sigma = np.where(rng.random(n) < aug.noise_p, rng.uniform(*aug.noise, size=n), 0.0)
-    noise = rng.standard_normal(X.shape, dtype=np.float32) * sigma.astype(np.float32)[:, None,
-                                                                                       None]
-    out = X.astype(np.float32) * ink + noise
+    noise = rng.standard_normal(X.shape, dtype=np.float32)
+    noise *= sigma.astype(np.float32)[:, None, None]
+    peak = np.maximum(X.reshape(n, -1).max(axis=1), 1).astype(np.float32)
+    out = X.astype(np.float32) * (ink / peak)[:, None, None] + noise
     if invert:
         out = 255.0 - out
     np.clip(np.rint(out), 0, 255, out=out)
@@ -280,59 +287,63 @@ def _finish(X: NDArray[np.uint8], rng: np.random.Generator, aug: Augment,
 def _progress(total: int) -> Any:
     from tqdm import tqdm
 
-    return tqdm(total=total, desc="rendering letters", unit="img", leave=False)
+    # disable=None: shown only when stderr is a terminal, so logs and pipes stay clean
+    return tqdm(total=total, desc="rendering letters", unit="img", leave=False, disable=None)
 
 
 # --------------------------------------------------------------------------- dataset + cache
 
 
 def load_synthetic(cfg: SyntheticConfig, image_size: int, seed: int, *, cache: bool = True,
-                   cache_dir: str | Path | None = None, progress: bool = False) -> Any:
+                   cache_dir: str | Path | None = None, progress: bool = False) -> Dataset:
     """The ``data.synthetic`` section as a Dataset: ``X (N, S*S) float32`` in [0, 1], ``y``.
 
-    Rendered images are cached as .npz (uint8) under ``cache_dir``, else $NNLETTERS_CACHE_DIR,
-    else ~/.cache/nnletters, keyed on everything that changes the pixels: letters, size, count,
-    seed, style, the font files (paths and sizes), Pillow and FreeType versions and
-    RENDER_VERSION. ``ds.fonts`` lists the fonts drawn from, for the run folder.
+    The images are kept in the dataset cache (``nnletters.data.cache``), keyed on everything
+    that changes their pixels: letters, size, count, seed, style, the font files (paths and
+    sizes), Pillow and FreeType versions and RENDER_VERSION. ``ds.fonts`` lists the fonts
+    drawn from, for the run folder.
     """
     try:
         letters = parse_letters(cfg.letters)
     except DataError as exc:
         raise DataError(f"data.synthetic.{exc}") from None
-    key = _cache_key(letters, image_size, cfg.per_class, seed, cfg.style)
-    path = _cache_path(key, cache_dir) if cache else None
-    found = _read_cache(path, key) if path is not None else None
-    if found is None:
-        found = _render(letters, image_size, cfg.per_class, seed, cfg.style, None, progress)
-        if path is not None:
-            _write_cache(path, key, *found)
-    X, y, face_of, fonts = found
-    return _dataset(X, y, face_of, fonts, letters)
+    if not cache:
+        return _dataset(*_render(letters, image_size, cfg.per_class, seed, cfg.style, None,
+                                 progress), letters)
+    # The name is the cache file's stem; the key parts make its hash.
+    name = f"synthetic-{cfg.style}-{''.join(letters)}-n{cfg.per_class}-seed{seed}"
+    file, key = cache_store.cache_file(cache_dir, name, image_size,
+                                       _key_parts(letters, cfg.per_class, seed, cfg.style))
+    hit = cache_store.fetch(file, key)
+    if hit is not None and hit[1].get("fonts"):
+        ds, extra = hit
+        ds.fonts = list(extra["fonts"])
+        return ds
+    ds = _dataset(*_render(letters, image_size, cfg.per_class, seed, cfg.style, None, progress),
+                  letters)
+    cache_store.store(file, key, ds, extra={"fonts": ds.fonts})
+    return ds
 
 
 def _dataset(X: NDArray[np.uint8], y: NDArray[np.int64], face_of: NDArray[np.int16],
-             fonts: list[str], letters: list[str]) -> Any:
-    from nnletters.data import Dataset  # imported here: nnletters.data imports this module
+             fonts: list[str], letters: list[str]) -> Dataset:
+    """Rendered images ``X (N, S, S) uint8`` -> Dataset with ``X (N, S*S) float32``."""
+    from nnletters.data import Dataset  # here: nnletters.data imports this module
 
     n, size = len(X), X.shape[1]
-    flat = X.reshape(n, size * size).astype(np.float32)
-    flat *= np.float32(1.0 / 255.0)
-    # Synthetic images have no file: the "path" names the letter, its number and its font,
+    # Synthetic images have no file: the "path" names the font, the letter and its number,
     # which is what an error analysis wants to see.
     per_class = n // len(letters)
     paths = [f"synthetic/{fonts[face_of[i]]}/{letters[y[i]]}_{i % per_class + 1:05d}"
              for i in range(n)]
-    ds = Dataset(X=flat, y=y, classes=list(letters), paths=paths, skipped=[], split=None)
+    ds = Dataset(X=to_unit_float(X.reshape(n, size * size)), y=y, classes=list(letters),
+                 paths=paths, skipped=[], split=None)
     ds.fonts = list(fonts)
     return ds
 
 
-def _cache_key(letters: list[str], image_size: int, per_class: int, seed: int,
-               style: str) -> dict[str, Any]:
-    import PIL
-    from PIL import features
-
-    # Candidates, not checked fonts: listing them opens no file, so a cache hit stays cheap,
+def _key_parts(letters: list[str], per_class: int, seed: int, style: str) -> dict[str, Any]:
+    # Candidates, not checked fonts: listing them opens no font, so a cache hit stays cheap,
     # and the checked list is a function of them.
     fonts = []
     for p in candidate_fonts():
@@ -340,55 +351,9 @@ def _cache_key(letters: list[str], image_size: int, per_class: int, seed: int,
             fonts.append([str(p), p.stat().st_size])
         except OSError:
             continue
-    return {"version": RENDER_VERSION, "letters": "".join(letters), "image_size": image_size,
+    return {"render_version": RENDER_VERSION, "letters": "".join(letters),
             "per_class": per_class, "seed": seed, "style": style, "fonts": fonts,
-            "pillow": PIL.__version__, "freetype": features.version("freetype2")}
-
-
-def cache_root(cache_dir: str | Path | None = None) -> Path:
-    """``cache_dir``, else $NNLETTERS_CACHE_DIR, else ~/.cache/nnletters."""
-    if cache_dir is not None:
-        return Path(cache_dir).expanduser()
-    env = os.environ.get("NNLETTERS_CACHE_DIR")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "nnletters"
-
-
-def _cache_path(key: dict[str, Any], cache_dir: str | Path | None) -> Path:
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
-    return cache_root(cache_dir) / f"synthetic-{key['style']}-{key['image_size']}-{digest}.npz"
-
-
-def _read_cache(path: Path, key: dict[str, Any]) -> tuple | None:
-    """The cached arrays, or None when absent, unreadable or made for another key."""
-    if not path.is_file():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            if json.loads(str(z["key"])) != key:
-                return None
-            X, y, face_of = z["X"], z["y"], z["face"]
-            fonts = json.loads(str(z["fonts"]))
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
-        return None  # a damaged cache is not an error: render again and overwrite it
-    n = len(key["letters"]) * key["per_class"]
-    size = key["image_size"]
-    if X.shape != (n, size, size) or X.dtype != np.uint8 or y.shape != (n,) or \
-            face_of.shape != (n,) or not fonts or int(face_of.max()) >= len(fonts):
-        return None
-    return X, y.astype(np.int64), face_of.astype(np.int16), fonts
-
-
-def _write_cache(path: Path, key: dict[str, Any], X: NDArray[np.uint8], y: NDArray[np.int64],
-                 face_of: NDArray[np.int16], fonts: list[str]) -> None:
-    def save(fh: Any) -> None:
-        np.savez(fh, X=X, y=y, face=face_of, fonts=np.array(json.dumps(fonts)),
-                 key=np.array(json.dumps(key)))
-
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_with(path, save)
-    except (OSError, NNLettersError):
-        pass  # an unwritable cache only costs a re-render next time; training goes on
+            "freetype": features.version("freetype2")}
 
 
 # --------------------------------------------------------------------------- writing to disk
@@ -423,7 +388,8 @@ def write_dataset(out_dir: str | Path, letters: str | list[str], image_size: int
         "image_size": image_size, "per_class": per_class, "seed": seed, "style": style,
         "images": len(files), "fonts": names}
     if layout == "lists":
-        parts = _stratified_split(y, val_fraction, test_fraction, seed)
+        parts = dict(zip(("train", "validate", "test"),
+                         stratified_split(y, val_fraction, test_fraction, seed), strict=True))
         for name, rows in parts.items():
             write_text(out / f"{name}.txt",
                        "".join(f"{files[i]} {letter_list[y[i]]}\n" for i in rows))
@@ -437,7 +403,7 @@ def _write_pngs(out: Path, files: list[str], X: NDArray[np.uint8], progress: boo
     if progress:
         from tqdm import tqdm
 
-        rows = tqdm(rows, desc="writing PNGs", unit="img", leave=False)
+        rows = tqdm(rows, desc="writing PNGs", unit="img", leave=False, disable=None)
     try:
         for folder in sorted({str(Path(f).parent) for f in files}):
             (out / folder).mkdir(parents=True, exist_ok=True)
@@ -445,18 +411,3 @@ def _write_pngs(out: Path, files: list[str], X: NDArray[np.uint8], progress: boo
             Image.fromarray(X[i]).save(out / files[i], optimize=True)
     except OSError as exc:
         raise DataError(f"{out}: cannot write images: {exc.strerror or exc}") from None
-
-
-def _stratified_split(y: NDArray[np.int64], val_fraction: float, test_fraction: float,
-                      seed: int) -> dict[str, NDArray[np.int64]]:
-    """Row indices of train/validate/test, the same fractions of every class, sorted."""
-    rng = np.random.default_rng(seed)
-    parts: dict[str, list[NDArray[np.int64]]] = {"train": [], "validate": [], "test": []}
-    for label in np.unique(y):
-        rows = rng.permutation(np.flatnonzero(y == label))
-        n_test = int(round(len(rows) * test_fraction))
-        n_val = int(round(len(rows) * val_fraction))
-        parts["test"].append(rows[:n_test])
-        parts["validate"].append(rows[n_test:n_test + n_val])
-        parts["train"].append(rows[n_test + n_val:])
-    return {name: np.sort(np.concatenate(chunks)) for name, chunks in parts.items()}
