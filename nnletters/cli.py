@@ -50,9 +50,11 @@ def main(ctx: click.Context, debug: bool) -> None:
               help="Override a config key (value parsed as YAML); repeatable.")
 @click.option("--out", type=click.Path(file_okay=False), help="Run folder (exactly this path).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no per-epoch lines.")
+@click.option("--report", "make_report", is_flag=True,
+              help="Write the pictures and report.html into RUN/report/ when training ends.")
 @handle_errors
 def train(config_path: str | None, overrides: tuple[str, ...], out: str | None,
-          quiet: bool) -> None:
+          quiet: bool, make_report: bool) -> None:
     """Train a model from a YAML config and write a run folder."""
     from nnletters.config import load_config
     from nnletters.experiment import new_run_dir, train_run
@@ -69,6 +71,10 @@ def train(config_path: str | None, overrides: tuple[str, ...], out: str | None,
     summary = train_run(cfg, run_dir, progress=progress, log=log)
     if quiet and summary.get("test_accuracy") is not None:
         click.echo(f"test accuracy {100 * summary['test_accuracy']:.2f}%  run folder {run_dir}")
+    if make_report:
+        from nnletters.report import write_report
+
+        click.echo(f"report {write_report(run_dir, progress=progress)['report.html']}")
 
 
 @main.command("eval")
@@ -120,6 +126,8 @@ def _register_optional_commands() -> None:
     from nnletters.cli_data import data_group
 
     main.add_command(data_group)
+    from nnletters.cli_report import report_command
+    main.add_command(report_command)
 
 
 try:  # the data group is optional while it is being built
