@@ -118,6 +118,15 @@ def test_folder_gives_float32_rows_sorted_by_class_then_name(tmp_path):
     assert ds.skipped == [] and ds.split is None
 
 
+def test_linked_class_folders_are_followed_once(tmp_path):
+    make_folder(tmp_path / "elsewhere", {"B": 2})
+    make_folder(tmp_path / "d", {"A": 2})
+    (tmp_path / "d/B").symlink_to(tmp_path / "elsewhere/B")
+    (tmp_path / "d/A/loop").symlink_to(tmp_path / "d")  # a cycle must not loop forever
+    ds = load(tmp_path / "d")
+    assert ds.paths == ["A/00.png", "A/01.png", "B/00.png", "B/01.png"]
+
+
 def test_single_top_folder_is_looked_through(tmp_path):
     make_folder(tmp_path / "d/top", {"A": 1, "B": 1})
     ds = load(tmp_path / "d")

@@ -161,7 +161,11 @@ def prepare_user_image(path: str | Path, image_size: int,
 
 def _upright(img: Image.Image) -> Image.Image:
     """Apply the EXIF orientation tag, if any (cameras store rotated pixels plus a tag)."""
-    if img.getexif().get(_EXIF_ORIENTATION, 1) in (0, 1):
+    try:
+        orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
+    except Exception:  # noqa: BLE001  a damaged EXIF block should not cost the pixels
+        return img
+    if orientation not in (2, 3, 4, 5, 6, 7, 8):
         return img
     return ImageOps.exif_transpose(img)
 

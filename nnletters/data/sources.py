@@ -70,6 +70,7 @@ class Source:
         alongside (labels of folders and archives are None here; see ``class_names``)."""
         self.labels, self.splits = [], []
         if self.kind == "archive":
+            self.refused.clear()  # filled again while streaming
             stream = _tar_items if self.path.name.lower().endswith(TAR_SUFFIXES) else _zip_items
             for item in stream(self.path, self.refused):
                 self.labels.append(None)
@@ -144,7 +145,15 @@ def _ignored(parts: list[str]) -> bool:
 
 def _open_folder(root: Path) -> Source:
     source = Source(root, "folder")
-    for dirpath, dirnames, filenames in os.walk(root):
+    seen: set[tuple[int, int]] = set()
+    # Class folders are often links to data kept elsewhere: follow them, but only once each
+    # (a link back to a parent would otherwise loop forever).
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        st = os.stat(dirpath)
+        if (st.st_dev, st.st_ino) in seen:
+            dirnames[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
         dirnames[:] = sorted(d for d in dirnames if not _ignored([d]))
         rel_dir = os.path.relpath(dirpath, root)
         for filename in sorted(filenames):
