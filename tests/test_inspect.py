@@ -92,6 +92,23 @@ def test_inspect_split_reports_leakage(tmp_path):
     assert split["dedup_would_drop"] == test_leak["train_images"]
 
 
+def test_inspect_checks_the_split_lists_themselves(tmp_path):
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    for k in range(4):
+        (imgs / f"{k}.png").write_bytes(png(distinct(k)))
+    (imgs / "copy.png").write_bytes(png(distinct(0)))
+    (tmp_path / "train.txt").write_text("imgs/0.png A\nimgs/1.png B\nimgs/2.png A\n")
+    (tmp_path / "validate.txt").write_text("imgs/3.png B\n")
+    (tmp_path / "test.txt").write_text("imgs/copy.png A\n")
+    report = inspect_dataset(tmp_path / "test.txt")
+    assert report["kind"] == "splits"
+    split = report["split"]
+    assert split["sizes"] == {"train": 3, "val": 1, "test": 1}
+    assert split["train_test"]["examples"] == [["imgs/0.png", "imgs/copy.png"]]
+    assert "Split (train.txt / validate.txt / test.txt)" in format_report(report)
+
+
 def test_cli_inspect_json_is_one_object(planted):
     result = CliRunner().invoke(data_group, ["inspect", str(planted), "--json"])
     assert result.exit_code == 0, result.output

@@ -51,7 +51,8 @@ def inspect_dataset(path: str | Path, *, split_config: str | Path | None = None,
     """Report on the dataset at ``path`` as a JSON-ready dict (see ``format_report``).
 
     ``split_config``: a config YAML whose seed and data fractions give the split to check
-    for leakage (its data.path is not used: the split is made over ``path``).
+    for leakage (its data.path is not used: the split is made over ``path``). A source with
+    train.txt / validate.txt / test.txt is checked against its own split in any case.
     """
     split_cfg = _split_settings(split_config) if split_config is not None else None
     start = time.perf_counter()
@@ -83,6 +84,8 @@ def inspect_dataset(path: str | Path, *, split_config: str | Path | None = None,
         "blank": _blanks(order, labels, names, facts),
         "duplicates": _duplicates(order, labels, names, facts),
     }
+    if split_cfg is None and source.kind == "splits":
+        split_cfg = {"config": None, "dedup": False}  # the lists are the split
     if split_cfg is not None:
         report["split"] = _leakage(source.kind, source.splits, layout, facts, names,
                                    split_cfg)
@@ -256,7 +259,9 @@ def _section_split(split: dict[str, Any]) -> list[str]:
     sizes = ", ".join(f"{k} {v:,}" for k, v in split["sizes"].items())
     where = split.get("from") or (f"seed {split['seed']}, val_fraction {split['val_fraction']}, "
                                   f"test_fraction {split['test_fraction']}")
-    lines = ["", f"Split ({split['config']}: {where}): {sizes}"]
+    if split["config"]:
+        where = f"{split['config']}: {where}"
+    lines = ["", f"Split ({where}): {sizes}"]
     for key, other in (("train_test", "test"), ("train_val", "val")):
         leak = split[key]
         lines.append(f"  train/{other} leakage: {leak['groups']:,} groups of identical images; "
