@@ -11,7 +11,7 @@ reduction (anti-aliasing) per image, so thousands of images render per second.
 
 Two styles:
 
-- ``notmnist``: light glyph on black, stretched to fill the frame, like notMNIST.
+- ``notmnist``: light glyph on black, scaled to fill the frame, like notMNIST.
 - ``seed``: black glyph on white, centred with a margin, like the seed's 17x17 images.
 """
 
@@ -61,7 +61,9 @@ class Augment:
     aspect: float  # log of the max width/height stretch
     rotate: float  # degrees
     shear: float  # degrees
-    strokes: tuple[int, ...]  # stroke changes in glyph pixels, drawn with equal probability
+    # Stroke changes, drawn with equal probability: +k thickens each side by k units (about
+    # half an output pixel each), -k thins; a glyph too light to thin is left as it is.
+    strokes: tuple[int, ...]
     blur_p: float  # probability of a Gaussian blur ...
     blur: tuple[float, float]  # ... with this radius, output pixels
     noise_p: float  # probability of Gaussian pixel noise ...
@@ -112,7 +114,7 @@ class _Glyphs:
         self._cache: dict[tuple[int, str, int], Image.Image] = {}
 
     def get(self, face: int, letter: str, stroke: int) -> Image.Image:
-        """'L' image of the glyph's ink, cropped with room for the stroke change."""
+        """'L' image of the glyph's ink (255 on 0), cropped to the ink."""
         key = (face, letter, stroke)
         if key not in self._cache:
             self._cache[key] = self._draw(face, letter, stroke)
@@ -123,7 +125,6 @@ class _Glyphs:
         left, top, right, bottom = (int(v) for v in font.getbbox(letter))
         pad = 2 + 2 * self.unit * abs(stroke)
         image = Image.new("L", (right - left + 2 * pad, bottom - top + 2 * pad), 0)
-
         ImageDraw.Draw(image).text((pad - left, pad - top), letter, fill=255, font=font)
         if stroke > 0:
             image = image.filter(ImageFilter.MaxFilter(2 * self.unit * stroke + 1))
