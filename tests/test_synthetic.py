@@ -98,6 +98,23 @@ def test_labels_match_the_pictures() -> None:
     assert (guess == yt).mean() > 0.5  # chance is 1/26
 
 
+@pytest.mark.parametrize("radius", [1, 2])
+def test_square_filter_matches_pillows_rank_filters(radius: int) -> None:
+    from PIL import ImageFilter
+
+    rng = np.random.default_rng(0)
+    a = np.zeros((30, 26), np.uint8)
+    a[4:-4, 4:-4] = rng.integers(0, 256, (22, 18)) * (rng.random((22, 18)) < 0.3)
+    size = 2 * radius + 1
+    for op, rank in ((np.maximum, ImageFilter.MaxFilter), (np.minimum, ImageFilter.MinFilter)):
+        expected = np.asarray(Image.fromarray(a).filter(rank(size)))
+        got = synthetic._square_filter(a, radius, op)
+        # Pillow repeats the edge pixels; the square filter pads with background: compare
+        # away from the edges, where both see the same pixels.
+        assert np.array_equal(got[radius:-radius, radius:-radius],
+                              expected[radius:-radius, radius:-radius])
+
+
 def test_builtin_font_is_the_fallback() -> None:
     X, y, names = render_letters(list("AZ"), 24, 2, seed=0, fonts=[])
     assert names == ["pillow-builtin"]
