@@ -48,7 +48,7 @@ __all__ = ["find_fonts", "load_synthetic", "parse_letters", "render_letters", "w
 STYLES = ("notmnist", "seed")
 LAYOUTS = ("folders", "lists")
 # Bump when rendering changes, so cached arrays from older code are not reused.
-RENDER_VERSION = 1
+RENDER_VERSION = 2
 SUPERSAMPLE = 2  # images are warped at 2x size, then 2x2-averaged: cheap anti-aliasing
 
 
@@ -213,8 +213,10 @@ def _check_args(letters: list[str], image_size: int, per_class: int, style: str)
 
 
 def _faces(fonts: list[Path], size: int) -> list[tuple[str, Any]]:
+    # Ordered by file name, not full path: the face drawn for each image is an index into
+    # this list, and the same fonts may live in other folders on another machine.
     try:
-        faces = load_faces(sorted(fonts), size)
+        faces = load_faces(sorted(fonts, key=lambda p: (Path(p).name, str(p))), size)
     except OSError as exc:
         raise DataError(f"fonts: cannot open a font: {exc}") from None
     return faces or [(BUILTIN_NAME, builtin_font(size))]
