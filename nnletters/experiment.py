@@ -27,7 +27,10 @@ from nnletters.fileio import write_json, write_text
 
 
 def new_run_dir(cfg: Config, out: str | Path | None, runs_root: str | Path = "runs") -> Path:
-    """``out`` exactly, or runs/<name>-<timestamp>; refuses a folder that holds a run."""
+    """``out`` exactly, or runs/<name>-<timestamp>; refuses a folder that holds a run.
+
+    The folder is only created by ``train_run``, once the data has loaded, so that a bad
+    data path leaves nothing behind."""
     if out is None:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         run_dir = Path(runs_root) / f"{cfg.name}-{stamp}"
@@ -40,12 +43,17 @@ def new_run_dir(cfg: Config, out: str | Path | None, runs_root: str | Path = "ru
     if (run_dir / "last.npz").exists() or (run_dir / "best.npz").exists():
         raise NNLettersError(f"{run_dir}: already holds a run; resume it with --resume "
                              f"{run_dir} or choose another --out")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise NNLettersError(f"{run_dir}: exists and is not a folder; choose another --out")
+    return run_dir
+
+
+def make_run_dir(run_dir: Path) -> None:
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise NNLettersError(f"cannot create run folder {run_dir}: "
                              f"{exc.strerror or exc}") from None
-    return run_dir
 
 
 def model_meta(cfg: Config, model, classes: list[str], light_on_dark: bool) -> dict[str, Any]:
@@ -66,8 +74,9 @@ def train_run(cfg: Config, run_dir: Path, *, progress: bool = False,
     from nnletters.training import Trainer, build, data_polarity
 
     t_start = time.perf_counter()
-    write_text(run_dir / "config.yaml", to_yaml(cfg))
     splits = load_splits(cfg.data, cfg.seed, progress=progress)
+    make_run_dir(run_dir)
+    write_text(run_dir / "config.yaml", to_yaml(cfg))
     record_inputs(run_dir, splits, log)
     train, val, test = splits.train, splits.val, splits.test
     log(f"data: {len(splits.classes)} classes, {len(train.y)} train / {len(val.y)} val / "
