@@ -570,7 +570,7 @@ def compare_png(runs: list[tuple[str, list[dict[str, Any]]]]) -> bytes:
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    fig = Figure(figsize=(15, 5.2), dpi=DPI, layout="constrained")
+    fig = Figure(figsize=(15, 5.2 + 0.25 * len(runs)), dpi=DPI, layout="constrained")
     ax_loss, ax_acc = fig.subplots(1, 2)
     for label, history in runs:
         rows = [r for r in history if r.get("val_loss") is not None]
@@ -586,7 +586,8 @@ def compare_png(runs: list[tuple[str, list[dict[str, Any]]]]) -> bytes:
         ax.set_ylabel(ylabel)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(True, alpha=0.3)
-    ax_acc.legend(loc="lower right", fontsize=9)
+    # below the panels, one run a line: labels carry config values and would hide curves
+    fig.legend(handles=ax_loss.get_lines(), loc="outside lower center", fontsize=10)
     return _figure_png(fig)
 
 
