@@ -51,29 +51,37 @@ class Dense(Layer):
 
     Backward (chain rule for a matrix product):
         dW = x^T dz,   db = sum over the batch of dz,   dx = dz W^T
+
+    ``bias=False`` drops b: before a batch-norm layer it would be subtracted away again with
+    the batch mean (its gradient is exactly zero), and batch norm's own shift takes its role.
     """
 
     def __init__(self, fan_in: int, fan_out: int, init: str, rng: np.random.Generator,
-                 needs_input_grad: bool = True) -> None:
+                 needs_input_grad: bool = True, bias: bool = True) -> None:
         super().__init__()
         self.fan_in, self.fan_out = fan_in, fan_out
         self.needs_input_grad = needs_input_grad
-        self.param_specs = [("W", (fan_in, fan_out), True), ("b", (fan_out,), False)]
+        self.param_specs = [("W", (fan_in, fan_out), True)]
         self.W = init_weights(fan_in, fan_out, init, rng)
-        self.b = np.zeros(fan_out, dtype=np.float32)
         self.dW = np.zeros_like(self.W)
-        self.db = np.zeros_like(self.b)
+        self.b: F32 | None = None
+        if bias:
+            self.param_specs.append(("b", (fan_out,), False))
+            self.b = np.zeros(fan_out, dtype=np.float32)
+            self.db = np.zeros_like(self.b)
         self.x: F32 | None = None
 
     def forward(self, x: F32, train: bool) -> F32:
         self.x = x
         z = np.matmul(x, self.W, out=self._buffer("z", (x.shape[0], self.fan_out)))
-        z += self.b
+        if self.b is not None:
+            z += self.b
         return z
 
     def backward(self, dz: F32) -> F32:
         np.matmul(self.x.T, dz, out=self.dW)
-        np.sum(dz, axis=0, out=self.db)
+        if self.b is not None:
+            np.sum(dz, axis=0, out=self.db)
         if not self.needs_input_grad:
             return dz  # the first layer: nobody upstream wants dx, so skip that matmul
         return np.matmul(dz, self.W.T, out=self._buffer("dx", (dz.shape[0], self.fan_in)))
@@ -131,6 +139,74 @@ class Dropout(Layer):
             return dout
         dout *= self.mask
         return dout
+
+
+class BatchNorm(Layer):
+    """Batch normalisation over the batch axis (Ioffe & Szegedy, 2015), between a Dense layer
+    and its activation. x: (N, C) -> (N, C).
+
+    Training: mu, var = mean and (biased) variance of x over the batch, per unit;
+        xhat = (x - mu) / sqrt(var + eps),   out = gamma * xhat + beta
+    and the running averages used at evaluation move towards mu and the unbiased variance:
+        running <- (1 - momentum) running + momentum batch.
+    Evaluation: out = gamma * (x - running_mean) / sqrt(running_var + eps) + beta.
+
+    Backward (each xhat depends on every row through mu and var), with g = dout * gamma:
+        dgamma = sum_n dout * xhat,   dbeta = sum_n dout
+        dx = gamma / sqrt(var + eps) * (dout - (dbeta + xhat * dgamma) / N)
+    """
+
+    buffer_names = ("running_mean", "running_var")
+
+    def __init__(self, width: int, momentum: float = 0.1, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.width, self.momentum, self.eps = width, momentum, eps
+        # gamma and beta are scale and shift, not weights: no weight decay on them.
+        self.param_specs = [("gamma", (width,), False), ("beta", (width,), False)]
+        self.gamma = np.ones(width, dtype=np.float32)
+        self.beta = np.zeros(width, dtype=np.float32)
+        self.dgamma = np.zeros_like(self.gamma)
+        self.dbeta = np.zeros_like(self.beta)
+        self.running_mean = np.zeros(width, dtype=np.float32)
+        self.running_var = np.ones(width, dtype=np.float32)
+        self.xhat: F32 | None = None
+        self.inv_std: F32 | None = None
+
+    def forward(self, x: F32, train: bool) -> F32:
+        out = self._buffer("out", x.shape)
+        if not train:
+            # Fold the running statistics into one scale and shift per unit.
+            scale = self.gamma / np.sqrt(self.running_var + self.eps)
+            shift = self.beta - self.running_mean * scale
+            np.multiply(x, scale.astype(self.dtype, copy=False), out=out)
+            out += shift.astype(self.dtype, copy=False)
+            return out
+        n = x.shape[0]
+        mean = x.mean(axis=0)
+        xhat = np.subtract(x, mean, out=self._buffer("xhat", x.shape))
+        var = np.einsum("ij,ij->j", xhat, xhat) / n
+        self.inv_std = 1.0 / np.sqrt(var + self.eps)
+        xhat *= self.inv_std
+        self.xhat = xhat
+        m = self.momentum
+        self.running_mean *= 1.0 - m
+        self.running_mean += m * mean
+        self.running_var *= 1.0 - m
+        self.running_var += m * var * (n / max(n - 1, 1))
+        np.multiply(xhat, self.gamma, out=out)
+        out += self.beta
+        return out
+
+    def backward(self, dout: F32) -> F32:
+        xhat, n = self.xhat, dout.shape[0]
+        np.einsum("ij,ij->j", dout, xhat, out=self.dgamma)
+        np.sum(dout, axis=0, out=self.dbeta)
+        dx = np.multiply(xhat, self.dgamma, out=self._buffer("dx", dout.shape))
+        dx += self.dbeta
+        dx *= -1.0 / n
+        dx += dout
+        dx *= self.gamma * self.inv_std
+        return dx
 
 
 def init_weights(fan_in: int, fan_out: int, init: str, rng: np.random.Generator) -> F32:

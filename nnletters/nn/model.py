@@ -51,8 +51,10 @@ class MLP:
         layers: list[Layer] = []
         n_dense = len(self.sizes) - 1
         for i, (fan_in, fan_out) in enumerate(zip(self.sizes[:-1], self.sizes[1:], strict=True)):
-            layers.append(Dense(fan_in, fan_out, self.init, rng, needs_input_grad=i > 0))
-            if i == n_dense - 1:
+            last = i == n_dense - 1
+            layers.append(Dense(fan_in, fan_out, self.init, rng, needs_input_grad=i > 0,
+                                bias=last or not self.batch_norm))
+            if last:
                 break  # the last Dense gives the logits; the loss applies the output function
             if self.batch_norm:
                 from nnletters.nn.layers import BatchNorm  # added with the batch-norm option
