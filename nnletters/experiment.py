@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,8 @@ def train_run(cfg: Config, run_dir: Path, *, progress: bool = False,
     from nnletters.training import Trainer, build, data_polarity
 
     t_start = time.perf_counter()
+    if cfg.data.path:  # saved absolute, so eval/report find the data from any folder
+        cfg = replace(cfg, data=replace(cfg.data, path=str(Path(cfg.data.path).resolve())))
     splits = load_splits(cfg.data, cfg.seed, progress=progress)
     make_run_dir(run_dir)
     write_text(run_dir / "config.yaml", to_yaml(cfg))
