@@ -22,7 +22,6 @@ import itertools
 import multiprocessing
 import os
 import sys
-import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -84,23 +83,22 @@ def gray_and_info(data: bytes) -> tuple[npt.NDArray[np.uint8], ImageInfo]:
     if not data:
         raise Unreadable("empty file")
     try:
-        # Pillow warns (rather than fails) between its own limit and twice that; make it fail.
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            width, height = img.size
-            if width * height > MAX_PIXELS:
-                raise Unreadable(f"{width}x{height} pixels is above the limit of {MAX_PIXELS} "
-                                 f"(decompression bomb?)")
-            if width == 0 or height == 0:
-                raise Unreadable(f"image has no pixels ({width}x{height})")
-            info = ImageInfo(width, height, img.mode, img.format)
-            gray = _to_gray(_upright(img))
+        # Image.open reads the header only; the size is checked before any pixel is decoded.
+        # (Pillow's own, higher limit only matters if MAX_PIXELS is raised above it.)
+        img = Image.open(io.BytesIO(data))
+        width, height = img.size
+        if width * height > MAX_PIXELS:
+            raise Unreadable(f"{width}x{height} pixels is above the limit of {MAX_PIXELS} "
+                             f"(decompression bomb?)")
+        if width == 0 or height == 0:
+            raise Unreadable(f"image has no pixels ({width}x{height})")
+        info = ImageInfo(width, height, img.mode, img.format)
+        gray = _to_gray(_upright(img))
     except Unreadable:
         raise
     except Image.UnidentifiedImageError:
         raise Unreadable("not an image Pillow can read") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+    except Image.DecompressionBombError:
         raise Unreadable("too many pixels (decompression bomb?)") from None
     except Exception as exc:  # noqa: BLE001  Pillow raises many types on corrupt input
         raise Unreadable(f"cannot decode: {type(exc).__name__}: {exc}") from None
