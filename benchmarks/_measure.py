@@ -59,40 +59,48 @@ def cpu_name() -> str:
 
 
 class GemmRoofline:
-    """NumPy float32 matmul at a training step's own shapes: for every layer the forward
-    product x W, the weight gradient x^T dz and the input gradient dz W^T, written into
-    preallocated outputs with the same memory layouts a step uses. Its FLOP count per step is
-    6 * batch * sum(fan_in * fan_out), the same formula the trainers are credited with."""
+    """NumPy float32 matmul at a training step's own shapes, with the memory layouts a step
+    uses and preallocated outputs: for every layer the forward product x W and the weight
+    gradient x^T dz, and for every layer but the first the input gradient dz W^T (no trainer
+    computes the gradient with respect to the input images).
+
+    ``step_seconds`` is what one step would take if it were nothing but its matrix products.
+    Trainers are credited 6 * batch * sum(fan_in * fan_out) FLOPs per step, which counts the
+    first layer's input gradient too; ``credited_gflops`` divides that same count by
+    ``step_seconds``, so that a trainer's GFLOP/s over it is the fraction of its step time spent
+    at NumPy's matmul rate. ``actual_flops`` counts only the products timed here.
+    """
 
     def __init__(self, layers: list[tuple[int, int]], batch: int, seed: int = 0) -> None:
         rng = np.random.default_rng(seed)
-        self.flops = 6 * batch * sum(i * o for i, o in layers)
+        self.credited_flops = 6 * batch * sum(i * o for i, o in layers)
+        self.actual_flops = self.credited_flops - 2 * batch * layers[0][0] * layers[0][1]
         self.ops = []
-        for i, o in layers:
+        for k, (i, o) in enumerate(layers):
             x = rng.random((batch, i), dtype=np.float32)
             W = rng.random((i, o), dtype=np.float32)
             dz = rng.random((batch, o), dtype=np.float32)
             z, dW, dx = np.empty((batch, o), np.float32), np.empty_like(W), np.empty_like(x)
-            self.ops += [(x, W, z), (x.T, dz, dW), (dz, W.T, dx)]
+            self.ops += [(x, W, z), (x.T, dz, dW)] + ([(dz, W.T, dx)] if k > 0 else [])
 
     def step(self) -> None:
         for a, b, out in self.ops:
             np.matmul(a, b, out=out)
 
-    def measure(self, seconds: float = 0.5) -> float:
-        """GFLOP/s: the median over short blocks of steps filling about ``seconds``."""
+    def step_seconds(self, seconds: float = 0.5) -> float:
+        """Seconds per step: the median over 5 blocks of steps filling about ``seconds``."""
         self.step()
         start = time.perf_counter()
         self.step()
         per_step = max(time.perf_counter() - start, 1e-6)
         reps = max(1, int(seconds / 5 / per_step))
-        rates = []
+        times = []
         for _ in range(5):
             start = time.perf_counter()
             for _ in range(reps):
                 self.step()
-            rates.append(self.flops * reps / (time.perf_counter() - start) / 1e9)
-        return float(np.median(rates))
+            times.append((time.perf_counter() - start) / reps)
+        return float(np.median(times))
 
 
 # --------------------------------------------------------------------------- memory
