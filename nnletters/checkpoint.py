@@ -3,6 +3,7 @@
 Layout of ``last.npz`` / ``best.npz``:
     model/<i>/<name>   float32 parameters of the i-th parameter layer (``model/0/W``...)
     optim/<name>       the optimiser's state (velocity, or Adam's m, v, t)
+    ema/<name>         last.npz with optim.ema: the weight average (theta, updates, buffers)
     meta               a 0-d unicode array holding a JSON object: format version, epoch, class
                        names, image size, layer sizes, activation, loss, RNG state, best metric,
                        schedule and early-stopping state, and the resolved config
@@ -34,6 +35,7 @@ class Checkpoint:
     meta: dict[str, Any]
     model_state: dict[str, np.ndarray]
     optim_state: dict[str, np.ndarray] = field(default_factory=dict)
+    ema_state: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def classes(self) -> list[str]:
@@ -44,11 +46,14 @@ class Checkpoint:
         return int(self.meta["image_size"])
 
 
-def save_checkpoint(path: str | Path, model, meta: dict[str, Any], optimizer=None) -> None:
-    """Write the model's arrays (and the optimiser's state) with ``meta`` atomically."""
+def save_checkpoint(path: str | Path, model, meta: dict[str, Any], optimizer=None,
+                    extra: dict[str, np.ndarray] | None = None) -> None:
+    """Write the model's arrays (and the optimiser's state) with ``meta`` atomically;
+    ``extra`` adds arrays under their own prefixed keys (``ema/...``)."""
     arrays = {f"model/{k}": v for k, v in model.state_dict().items()}
     if optimizer is not None:
         arrays.update({f"optim/{k}": v for k, v in optimizer.state_dict().items()})
+    arrays.update(extra or {})
     meta = {"kind": KIND, "format_version": FORMAT_VERSION, **meta}
     arrays["meta"] = np.array(json.dumps(meta))
     write_with(path, lambda fh: np.savez(fh, **arrays))
@@ -77,8 +82,9 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     meta = _parse_meta(path, arrays.pop("meta"))
     model_state = {k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")}
     optim_state = {k[len("optim/"):]: v for k, v in arrays.items() if k.startswith("optim/")}
+    ema_state = {k[len("ema/"):]: v for k, v in arrays.items() if k.startswith("ema/")}
     _check_shapes(path, meta, model_state)
-    return Checkpoint(path, meta, model_state, optim_state)
+    return Checkpoint(path, meta, model_state, optim_state, ema_state)
 
 
 def _parse_meta(path: Path, raw: np.ndarray) -> dict[str, Any]:

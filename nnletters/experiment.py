@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from nnletters.config import Config, to_yaml
+from nnletters.config import Config, to_dict, to_yaml
 from nnletters.errors import NNLettersError
 from nnletters.fileio import write_json, write_text
 
@@ -72,6 +72,7 @@ def train_run(cfg: Config, run_dir: Path, *, progress: bool = False,
     """Train ``cfg`` into ``run_dir``; returns the summary written to summary.json."""
     from nnletters.data import load_splits
     from nnletters.evaluation import evaluate
+    from nnletters.nn.augment import Augmenter
     from nnletters.training import Trainer, build, data_polarity
 
     t_start = time.perf_counter()
@@ -85,6 +86,9 @@ def train_run(cfg: Config, run_dir: Path, *, progress: bool = False,
     log(f"data: {len(splits.classes)} classes, {len(train.y)} train / {len(val.y)} val / "
         f"{len(test.y)} test images of {cfg.data.image_size}x{cfg.data.image_size} "
         f"({time.perf_counter() - t_start:.1f}s)")
+    if cfg.data.dedup:
+        log(f"dedup: dropped {splits.n_deduped} training image(s) pixel-identical to a "
+            f"validation or test image")
 
     rng = np.random.default_rng(cfg.seed)
     model, optimizer, schedule = build(cfg, train.X.shape[1], len(splits.classes), rng)
@@ -93,6 +97,15 @@ def train_run(cfg: Config, run_dir: Path, *, progress: bool = False,
         f"{cfg.optim.name} lr {cfg.optim.lr:g}; run folder {run_dir}")
     trainer = Trainer(cfg, model, optimizer, schedule, rng, train, val, run_dir, meta,
                       progress=progress, log=log)
+    # Pixels shifted in from outside the image take the background's value.
+    augmenter = Augmenter(cfg.data.augment, cfg.data.image_size, rng,
+                          fill=0.0 if meta["light_on_dark"] else 1.0)
+    if augmenter.active:
+        trainer.transform = augmenter
+        log("augmentation: " + ", ".join(f"{k} {v:g}" for k, v in to_dict(cfg.data.augment)
+                                          .items() if k != "enabled" and v))
+    if trainer.ema is not None:
+        log(f"weights averaged (EMA decay {cfg.optim.ema:g}) for validation, best.npz and test")
     t_train = time.perf_counter()
     state = trainer.fit()
     train_seconds = time.perf_counter() - t_train
@@ -105,6 +118,7 @@ def train_run(cfg: Config, run_dir: Path, *, progress: bool = False,
         "test_accuracy": test_result["accuracy"] if test_result else None,
         "test_loss": test_result["loss"] if test_result else None,
         "n_train": int(len(train.y)), "n_val": int(len(val.y)), "n_test": int(len(test.y)),
+        "n_deduped": int(splits.n_deduped),
         "classes": splits.classes, "skipped": len(splits.skipped),
         "train_seconds": round(train_seconds, 3),
         "total_seconds": round(time.perf_counter() - t_start, 3),

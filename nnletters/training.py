@@ -8,6 +8,7 @@ draws exactly the numbers the uninterrupted run would have drawn.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
@@ -23,6 +24,7 @@ from nnletters import metrics
 from nnletters.checkpoint import save_checkpoint
 from nnletters.config import Config, to_dict
 from nnletters.errors import TrainingError
+from nnletters.nn.ema import EMA, buffer_refs
 from nnletters.nn.model import MLP
 from nnletters.nn.optim import build_optimizer
 from nnletters.nn.schedules import Schedule
@@ -50,10 +52,13 @@ class TrainState:
 def train_epoch(model: MLP, optimizer, X: F32, y: NDArray[np.int64], batch_size: int,
                 rng: np.random.Generator, lr: float, *, epoch: int = 1,
                 on_batch: Callable[[int, float, int], None] | None = None,
-                transform: Callable[[F32], F32] | None = None) -> tuple[float, float]:
+                transform: Callable[[F32], F32] | None = None,
+                after_step: Callable[[], None] | None = None) -> tuple[float, float]:
     """One pass over (X, y) in shuffled minibatches; returns (mean loss, accuracy).
 
-    X: (N, D) float32, y: (N,) int64. The batch is gathered into one reused buffer.
+    X: (N, D) float32, y: (N,) int64. The batch is gathered into one reused buffer;
+    ``transform`` (augmentation) maps it to the batch trained on; ``after_step`` runs after
+    every optimiser step (the weight average's update).
     Raises TrainingError at the first non-finite loss, naming epoch and step.
     """
     n = X.shape[0]
@@ -71,6 +76,8 @@ def train_epoch(model: MLP, optimizer, X: F32, y: NDArray[np.int64], batch_size:
                 f"loss became {loss} at epoch {epoch}, step {step}: training diverged; "
                 f"try a smaller learning rate (optim.lr={lr:g} now)")
         optimizer.step(lr)
+        if after_step is not None:
+            after_step()
         total_loss += loss * len(idx)
         total_correct += correct
         if on_batch is not None:
@@ -125,7 +132,10 @@ class Trainer:
         self.progress, self.log = progress, log
         self.state = TrainState()
         self.best_theta: F32 | None = None
+        self.best_buffers: dict[str, np.ndarray] = {}  # batch-norm statistics of best_theta
         self.transform: Callable[[F32], F32] | None = None
+        # optim.ema: the averaged weights are the ones validated, kept as best, and returned.
+        self.ema = EMA(model, cfg.optim.ema) if cfg.optim.ema else None
 
     # ------------------------------------------------------------------ the loop
 
@@ -139,7 +149,8 @@ class Trainer:
             t0 = time.perf_counter()
             train_loss, train_acc = self._train_one_epoch(epoch, lr)
             seconds = time.perf_counter() - t0
-            val_loss, val_acc = evaluate_loss_accuracy(self.model, self.val.X, self.val.y)
+            with self.evaluated_weights():
+                val_loss, val_acc = evaluate_loss_accuracy(self.model, self.val.X, self.val.y)
             row = {"epoch": epoch, "lr": lr, "train_loss": train_loss,
                    "train_accuracy": train_acc,
                    "val_loss": val_loss if has_val else None,
@@ -152,7 +163,7 @@ class Trainer:
                                es.min_delta)
             if is_best:
                 st.best_metric, st.best_epoch, st.bad_epochs = monitored, epoch, 0
-                self.best_theta = self.model.theta.copy()
+                self._keep_best()
             else:
                 st.bad_epochs += 1
                 if es.enabled and has_val and st.bad_epochs >= es.patience:
@@ -164,7 +175,7 @@ class Trainer:
             self.log(f"early stopping: {es.monitor} did not improve for {es.patience} epochs; "
                      f"restoring the weights of epoch {st.best_epoch}")
         if self.best_theta is not None:
-            self.model.theta[...] = self.best_theta  # finish with the best weights
+            self._load_best()  # finish with the best weights
         return st
 
     def _train_one_epoch(self, epoch: int, lr: float) -> tuple[float, float]:
@@ -189,10 +200,34 @@ class Trainer:
         try:
             return train_epoch(self.model, self.optimizer, self.train.X, self.train.y,
                                self.cfg.train.batch_size, self.rng, lr, epoch=epoch,
-                               on_batch=on_batch, transform=self.transform)
+                               on_batch=on_batch, transform=self.transform,
+                               after_step=self.ema.update if self.ema else None)
         finally:
             if bar is not None:
                 bar.close()
+
+    # ------------------------------------------------------------------ evaluated weights
+
+    def evaluated_weights(self) -> contextlib.AbstractContextManager:
+        """Within this block the model holds the weights that are validated, saved as best and
+        returned: the EMA of the weights when optim.ema is on, else the weights themselves."""
+        return self.ema.applied() if self.ema else contextlib.nullcontext()
+
+    def _keep_best(self) -> None:
+        with self.evaluated_weights():
+            self.best_theta = self.model.theta.copy()
+            self.best_buffers = {key: getattr(layer, name).copy()
+                                 for key, layer, name in buffer_refs(self.model)}
+
+    def _load_best(self) -> None:
+        self.model.theta[...] = self.best_theta
+        for key, layer, name in buffer_refs(self.model):
+            if key in self.best_buffers:  # absent after a resume: theta only
+                getattr(layer, name)[...] = self.best_buffers[key]
+
+    def _ema_arrays(self) -> dict[str, np.ndarray]:
+        """The average's state for last.npz (``ema/...``), so that a resume continues it."""
+        return {f"ema/{k}": v for k, v in self.ema.state_dict().items()} if self.ema else {}
 
     # ------------------------------------------------------------------ files
 
@@ -208,8 +243,10 @@ class Trainer:
         # best first: if the process dies between the two writes, last.npz (what a resume
         # reads) still describes the previous epoch, whose best.npz is at least as good.
         if is_best:
-            save_checkpoint(self.run_dir / "best.npz", self.model, meta, self.optimizer)
-        save_checkpoint(self.run_dir / "last.npz", self.model, meta, self.optimizer)
+            with self.evaluated_weights():  # eval and predict read best.npz
+                save_checkpoint(self.run_dir / "best.npz", self.model, meta, self.optimizer)
+        save_checkpoint(self.run_dir / "last.npz", self.model, meta, self.optimizer,
+                        extra=self._ema_arrays())
         metrics.write_history(self.run_dir, self.state.history)
 
 
