@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from nnletters.config import Config, to_dict, to_yaml
+from nnletters.config import Config, to_yaml
 from nnletters.errors import NNLettersError
 from nnletters.fileio import write_json, write_text
 
@@ -102,8 +102,7 @@ def train_run(cfg: Config, run_dir: Path, *, progress: bool = False,
                           fill=0.0 if meta["light_on_dark"] else 1.0)
     if augmenter.active:
         trainer.transform = augmenter
-        log("augmentation: " + ", ".join(f"{k} {v:g}" for k, v in to_dict(cfg.data.augment)
-                                          .items() if k != "enabled" and v))
+        log(f"augmentation: {augmenter.describe()}")
     if trainer.ema is not None:
         log(f"weights averaged (EMA decay {cfg.optim.ema:g}) for validation, best.npz and test")
     t_train = time.perf_counter()

@@ -60,6 +60,18 @@ class Augmenter:
         self.upsample = elastic_upsampler(s, cfg.elastic_sigma) if self.elastic else None
         self.work = Workspace()
 
+    def describe(self) -> str:
+        """e.g. 'translate 0.1, rotate 10, elastic 1.5 px every 5 px, stroke 0.3'."""
+        c, parts = self.cfg, []
+        if self.affine:
+            parts += [f"{k} {getattr(c, k):g}" for k in ("translate", "rotate", "shear", "scale")
+                      if getattr(c, k)]
+        if self.elastic:
+            parts.append(f"elastic {c.elastic_alpha:g} px every {c.elastic_sigma:g} px")
+        if self.stroke:
+            parts.append(f"stroke {c.stroke:g}")
+        return ", ".join(parts) if parts else "off"
+
     def __call__(self, x: F32) -> F32:
         if not self.active:
             return x
