@@ -123,6 +123,8 @@ def predict(images: tuple[str, ...], target: str | None, top_k: int, as_json: bo
 
 def _register_optional_commands() -> None:
     """Command groups that live in their own modules."""
+    from nnletters.cli_gradcheck import gradcheck
+    main.add_command(gradcheck)
     from nnletters.cli_data import data_group
 
     main.add_command(data_group)
