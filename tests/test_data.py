@@ -25,6 +25,7 @@ from nnletters.data import (
     images,
     load_dataset,
     load_splits,
+    sources,
     stratified_split,
 )
 from nnletters.data import cache as cache_mod
@@ -232,6 +233,33 @@ def test_tar_refuses_traversal_absolute_and_link_members(tmp_path):
     assert reasons["A/sym.png"] == reasons["B/hard.png"] == "link in archive (skipped)"
 
 
+@pytest.mark.parametrize("fmt", [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT,
+                                 tarfile.PAX_FORMAT])
+def test_quick_tar_headers_match_tarfile(tmp_path, fmt):
+    long_dir = "top/A/" + "d" * 90 + "/"  # names past 100 bytes: prefix, GNU or pax records
+    files = {f"{long_dir}{i}.png": png_bytes(pattern(i)) for i in range(3)}
+    files["top/B/é.png"] = png_bytes(pattern(5))
+    files["top/B/plain.png"] = png_bytes(pattern(6))
+    path = tmp_path / "fmt.tar"
+    with tarfile.open(path, "w", format=fmt) as tar:
+        for name, content in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            tar.addfile(info, io.BytesIO(content))
+        link = tarfile.TarInfo("top/B/link.png")
+        link.type, link.linkname = tarfile.SYMTYPE, "plain.png"
+        tar.addfile(link)
+
+    def members(tarinfo: type) -> list[tuple]:
+        with tarfile.open(path, "r|*", tarinfo=tarinfo) as tar:
+            return [(m.name, m.size, m.type, m.linkname, m.offset_data) for m in tar]
+
+    assert members(sources._QuickTarInfo) == members(tarfile.TarInfo)
+    ds = load(path)
+    assert sorted(ds.paths) == sorted(name[len("top/"):] for name in files)
+    assert ds.skipped == [("top/B/link.png", "link in archive (skipped)")]
+
+
 def test_zip_refuses_traversal_members(tmp_path):
     files = archive_files()
     files["../../evil.png"] = png_bytes(pattern(70))
@@ -248,7 +276,8 @@ def test_broken_archives_are_errors_naming_the_path(tmp_path):
     bad_zip = write(tmp_path / "bad.zip", b"PK\x03\x04 broken")
     plain = make_tar(tmp_path / "plain.tar", archive_files(), mode="w").read_bytes()
     cut_member = write(tmp_path / "cut.tar", plain[:512 + 100])  # inside the first member
-    for path in (truncated, not_archive, bad_zip, cut_member):
+    garbage = write(tmp_path / "junk.tar", b"not a tar header " * 100)
+    for path in (truncated, not_archive, bad_zip, cut_member, garbage):
         with pytest.raises(DataError, match=re.escape(str(path))):
             load(path)
 
