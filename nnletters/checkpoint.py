@@ -27,6 +27,9 @@ from nnletters.fileio import write_with
 
 FORMAT_VERSION = 1
 KIND = "nnletters-checkpoint"
+MAX_CHECKPOINT_BYTES = 4 * 2**30
+"""A checkpoint declaring more bytes of arrays than this is refused before reading."""
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # an .npz is a zip archive (maybe empty)
 
 
 @dataclass
@@ -66,18 +69,8 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         raise CheckpointError(f"checkpoint not found: {path}")
     if path.is_dir():
         raise CheckpointError(f"{path}: is a directory, expected a .npz checkpoint")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {key: npz[key] for key in npz.files}
-    except ValueError as exc:
-        if "pickle" in str(exc).lower():
-            raise CheckpointError(f"{path}: holds object arrays (pickled data); refused, "
-                                  "a checkpoint holds plain arrays only") from None
-        raise CheckpointError(f"{path}: not a valid checkpoint ({exc})") from None
-    except (OSError, zipfile.BadZipFile, EOFError, KeyError) as exc:
-        raise CheckpointError(f"{path}: not a readable .npz checkpoint "
-                              f"(truncated or corrupt: {exc})") from None
-    if not isinstance(arrays, dict) or "meta" not in arrays:
+    arrays = _read_arrays(path)
+    if "meta" not in arrays:
         raise CheckpointError(f"{path}: not an nnletters checkpoint (no 'meta' entry)")
     meta = _parse_meta(path, arrays.pop("meta"))
     model_state = {k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")}
@@ -87,11 +80,51 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     return Checkpoint(path, meta, model_state, optim_state, ema_state)
 
 
+def _read_arrays(path: Path) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz``; CheckpointError for anything else, pickles above all.
+
+    The zip header is checked first because ``np.load`` would take any other file for a
+    plain ``.npy`` array or a pickle; the declared sizes are checked before anything is
+    decompressed, so a small file cannot claim gigabytes."""
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(4)
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if magic not in _ZIP_MAGIC:
+        raise CheckpointError(f"{path}: not an nnletters checkpoint (not an .npz archive)")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            declared = sum(info.file_size for info in archive.infolist())
+        if declared > MAX_CHECKPOINT_BYTES:
+            raise CheckpointError(f"{path}: declares {declared} bytes of arrays, above the "
+                                  f"limit of {MAX_CHECKPOINT_BYTES}; refused")
+        with np.load(path, allow_pickle=False) as npz:
+            return {key: npz[key] for key in npz.files}
+    except CheckpointError:
+        raise
+    except ValueError as exc:
+        if "pickle" in str(exc).lower():
+            raise CheckpointError(f"{path}: holds object arrays (pickled data); refused, "
+                                  "a checkpoint holds plain arrays only") from None
+        raise CheckpointError(f"{path}: not a valid checkpoint "
+                              f"({_one_line(exc)})") from None
+    except Exception as exc:  # noqa: BLE001  zipfile and numpy raise many types on bad input
+        raise CheckpointError(f"{path}: not a readable .npz checkpoint (truncated or corrupt: "
+                              f"{type(exc).__name__}: {_one_line(exc)})") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:200]
+
+
 def _parse_meta(path: Path, raw: np.ndarray) -> dict[str, Any]:
     try:
+        if raw.dtype.kind not in "US" or raw.ndim != 0:
+            raise TypeError(f"a {raw.dtype} array of shape {raw.shape}, expected one string")
         meta = json.loads(str(raw[()]))
-    except (ValueError, TypeError) as exc:
-        raise CheckpointError(f"{path}: metadata is not valid JSON ({exc})") from None
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise CheckpointError(f"{path}: metadata is not valid JSON ({_one_line(exc)})") from None
     if not isinstance(meta, dict) or meta.get("kind") != KIND:
         raise CheckpointError(f"{path}: not an nnletters checkpoint (metadata kind "
                               f"{meta.get('kind') if isinstance(meta, dict) else None!r})")
@@ -102,7 +135,37 @@ def _parse_meta(path: Path, raw: np.ndarray) -> dict[str, Any]:
     for key in ("classes", "image_size", "layer_sizes", "activation", "loss"):
         if key not in meta:
             raise CheckpointError(f"{path}: metadata lacks '{key}'")
+    _check_meta_values(path, meta)
     return meta
+
+
+def _check_meta_values(path: Path, meta: dict[str, Any]) -> None:
+    """The fields that rebuild the model must have the types and values a model accepts."""
+    from nnletters.nn.functional import ACTIVATIONS, LOSSES
+
+    def positive_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+    def fraction(v: Any) -> bool:
+        return isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v < 1
+
+    checks = {
+        "classes": (lambda v: isinstance(v, list) and bool(v)
+                    and all(isinstance(c, str) for c in v), "a list of class names"),
+        "image_size": (positive_int, "a positive whole number"),
+        "layer_sizes": (lambda v: isinstance(v, list) and len(v) >= 2
+                        and all(positive_int(n) for n in v), "a list of positive sizes"),
+        "activation": (lambda v: v in ACTIVATIONS, "one of " + ", ".join(ACTIVATIONS)),
+        "loss": (lambda v: v in LOSSES, "one of " + ", ".join(LOSSES)),
+        "init": (lambda v: v in ("he", "xavier"), "he or xavier"),
+        "dropout": (fraction, "a number in [0, 1)"),
+        "label_smoothing": (fraction, "a number in [0, 1)"),
+        "batch_norm": (lambda v: isinstance(v, bool), "true or false"),
+    }
+    for key, (ok, expected) in checks.items():
+        if key in meta and not ok(meta[key]):
+            raise CheckpointError(f"{path}: metadata '{key}' is {str(meta[key])[:80]!r}, "
+                                  f"expected {expected}")
 
 
 def _check_shapes(path: Path, meta: dict[str, Any], state: dict[str, np.ndarray]) -> None:
@@ -135,9 +198,18 @@ def model_from_checkpoint(ckpt: Checkpoint):
                 m.get("batch_norm", False))
     try:
         model.load_state_dict(ckpt.model_state)
-    except (KeyError, ValueError) as exc:
-        raise CheckpointError(f"{ckpt.path}: {exc}") from None
+    except (KeyError, ValueError) as exc:  # KeyError's str() would add quotes
+        raise CheckpointError(f"{ckpt.path}: {exc.args[0] if exc.args else exc}") from None
     return model
+
+
+def check_image_input(ckpt: Checkpoint) -> None:
+    """A model that reads images takes image_size squared inputs; refuse a checkpoint whose
+    metadata says otherwise before any image is fed to it."""
+    n_in, size = ckpt.meta["layer_sizes"][0], ckpt.image_size
+    if n_in != size * size:
+        raise CheckpointError(f"{ckpt.path}: the model takes {n_in} inputs but image_size "
+                              f"{size} gives {size * size} pixels")
 
 
 def resolve_checkpoint(target: str | Path | None, runs_dir: str | Path = "runs") -> Path:

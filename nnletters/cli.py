@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import functools
 import json
+import shlex
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -26,12 +28,21 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except NNLettersError as exc:
-            ctx = click.get_current_context(silent=True)
-            if ctx is not None and (ctx.find_root().obj or {}).get("debug"):
+            if _debug():
                 raise
             raise click.ClickException(str(exc)) from None
+        except OSError as exc:  # the system refused (disk full, permissions): name the file
+            if _debug():
+                raise
+            where = f"{exc.filename}: " if exc.filename else ""
+            raise click.ClickException(f"{where}{exc.strerror or exc}") from None
 
     return wrapper
+
+
+def _debug() -> bool:
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx is not None and (ctx.find_root().obj or {}).get("debug"))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -46,6 +57,9 @@ def main(ctx: click.Context, debug: bool) -> None:
 @main.command()
 @click.option("--config", "config_path", type=click.Path(dir_okay=False),
               help="YAML experiment config.")
+@click.option("--resume", "resume_dir", type=click.Path(), metavar="RUN_DIR",
+              help="Continue a stopped run from its last complete epoch (its own config.yaml "
+                   "is used; --set train.epochs=N extends the run).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a config key (value parsed as YAML); repeatable.")
 @click.option("--out", type=click.Path(file_okay=False), help="Run folder (exactly this path).")
@@ -53,28 +67,53 @@ def main(ctx: click.Context, debug: bool) -> None:
 @click.option("--report", "make_report", is_flag=True,
               help="Write the pictures and report.html into RUN/report/ when training ends.")
 @handle_errors
-def train(config_path: str | None, overrides: tuple[str, ...], out: str | None,
-          quiet: bool, make_report: bool) -> None:
-    """Train a model from a YAML config and write a run folder."""
-    from nnletters.config import load_config
-    from nnletters.experiment import new_run_dir, train_run
+def train(config_path: str | None, resume_dir: str | None, overrides: tuple[str, ...],
+          out: str | None, quiet: bool, make_report: bool) -> None:
+    """Train a model from a YAML config and write a run folder, or --resume a stopped run.
 
-    if config_path is None:
-        raise click.UsageError("Missing option '--config'.")
+    Ctrl-C (or SIGTERM) stops between two steps, keeps the last complete epoch's checkpoint
+    and exits 130 (143)."""
+    from nnletters.config import load_config
+    from nnletters.experiment import new_run_dir, resume_run, train_run
+
+    if config_path is None and resume_dir is None:
+        raise click.UsageError("Missing option '--config' (or '--resume RUN_DIR').")
+    if resume_dir is not None and out is not None:
+        raise click.UsageError("--resume continues the run in its own folder; drop --out.")
     for item in overrides:
         if "=" not in item or not item.partition("=")[0].strip():
             raise click.UsageError(f"--set {item!r}: expected KEY=VALUE, e.g. optim.lr=0.01")
-    cfg = load_config(config_path, overrides)
-    run_dir = new_run_dir(cfg, out)
     progress = not quiet and sys.stderr.isatty()
     log = (lambda _msg: None) if quiet else (lambda msg: click.echo(msg))
-    summary = train_run(cfg, run_dir, progress=progress, log=log)
+    if resume_dir is not None:
+        run_dir = Path(resume_dir)
+        start = functools.partial(resume_run, run_dir, overrides, config_path)
+    else:
+        cfg = load_config(config_path, overrides)
+        run_dir = new_run_dir(cfg, out)
+        start = functools.partial(train_run, cfg, run_dir)
+    try:
+        summary = start(progress=progress, log=log)
+    except KeyboardInterrupt as exc:
+        click.echo(_interrupted_line(exc, run_dir), err=True)
+        sys.exit(getattr(exc, "exit_code", 130))
     if quiet and summary.get("test_accuracy") is not None:
         click.echo(f"test accuracy {100 * summary['test_accuracy']:.2f}%  run folder {run_dir}")
     if make_report:
         from nnletters.report import write_report
 
         click.echo(f"report {write_report(run_dir, progress=progress)['report.html']}")
+
+
+def _interrupted_line(exc: KeyboardInterrupt, run_dir: Path) -> str:
+    """One line for stderr: where training stopped and how to go on."""
+    from nnletters.training import Interrupted
+
+    if isinstance(exc, Interrupted):
+        return exc.message()
+    if (run_dir / "last.npz").exists():
+        return f"Interrupted; resume with: nnletters train --resume {shlex.quote(str(run_dir))}"
+    return "Interrupted before any epoch was saved; nothing to resume"
 
 
 @main.command("eval")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -247,6 +248,8 @@ def _check_value(where: str, dotted: str, value: Any, hint: Any, meta: Any) -> A
         if isinstance(value, bool) or not isinstance(value, int):
             fail(_describe(base, meta))
     elif base is float:
+        if isinstance(value, str) and _SCIENTIFIC.match(value):
+            value = float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string; it means a number
         if isinstance(value, bool) or not isinstance(value, int | float):
             fail(_describe(base, meta))
     elif base is str:
@@ -263,6 +266,9 @@ def _check_value(where: str, dotted: str, value: Any, hint: Any, meta: Any) -> A
     if not _in_range(value, meta):
         fail(_describe(base, meta))
     return float(value) if base is float else value
+
+
+_SCIENTIFIC = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 
 
 def _in_range(value: Any, meta: Any) -> bool:

@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from nnletters.config import Config, to_yaml
-from nnletters.errors import NNLettersError
-from nnletters.fileio import write_json, write_text
+from nnletters.config import Config, load_config, to_yaml
+from nnletters.errors import CheckpointError, ConfigError, NNLettersError
+from nnletters.fileio import remove_temp_files, write_json, write_text
 
 
 def new_run_dir(cfg: Config, out: str | Path | None, runs_root: str | Path = "runs") -> Path:
@@ -49,12 +49,15 @@ def new_run_dir(cfg: Config, out: str | Path | None, runs_root: str | Path = "ru
     return run_dir
 
 
-def make_run_dir(run_dir: Path) -> None:
+def make_run_dir(run_dir: Path) -> bool:
+    """Create ``run_dir`` (and its parents); -> whether it was created here."""
+    existed = run_dir.is_dir()
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise NNLettersError(f"cannot create run folder {run_dir}: "
                              f"{exc.strerror or exc}") from None
+    return not existed
 
 
 def model_meta(cfg: Config, model, classes: list[str], light_on_dark: bool) -> dict[str, Any]:
@@ -68,8 +71,10 @@ def model_meta(cfg: Config, model, classes: list[str], light_on_dark: bool) -> d
 
 
 def train_run(cfg: Config, run_dir: Path, *, progress: bool = False,
-              log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train ``cfg`` into ``run_dir``; returns the summary written to summary.json."""
+              log: Callable[[str], None] = print, resume=None) -> dict[str, Any]:
+    """Train ``cfg`` into ``run_dir``; returns the summary written to summary.json.
+
+    ``resume``: the run's last.npz (a ``Checkpoint``) to continue from (see ``resume_run``)."""
     from nnletters.data import load_splits
     from nnletters.evaluation import evaluate
     from nnletters.nn.augment import Augmenter
@@ -79,9 +84,14 @@ def train_run(cfg: Config, run_dir: Path, *, progress: bool = False,
     if cfg.data.path:  # saved absolute, so eval/report find the data from any folder
         cfg = replace(cfg, data=replace(cfg.data, path=str(Path(cfg.data.path).resolve())))
     splits = load_splits(cfg.data, cfg.seed, progress=progress)
-    make_run_dir(run_dir)
-    write_text(run_dir / "config.yaml", to_yaml(cfg))
-    record_inputs(run_dir, splits, log)
+    created = make_run_dir(run_dir)
+    try:
+        write_text(run_dir / "config.yaml", to_yaml(cfg))  # a resume saves its new epochs
+        record_inputs(run_dir, splits, log)
+    except NNLettersError:
+        if created and not any(run_dir.iterdir()):
+            run_dir.rmdir()  # a full or read-only disk leaves no empty run folder behind
+        raise
     train, val, test = splits.train, splits.val, splits.test
     log(f"data: {len(splits.classes)} classes, {len(train.y)} train / {len(val.y)} val / "
         f"{len(test.y)} test images of {cfg.data.image_size}x{cfg.data.image_size} "
@@ -105,6 +115,8 @@ def train_run(cfg: Config, run_dir: Path, *, progress: bool = False,
         log(f"augmentation: {augmenter.describe()}")
     if trainer.ema is not None:
         log(f"weights averaged (EMA decay {cfg.optim.ema:g}) for validation, best.npz and test")
+    if resume is not None:
+        restore_trainer(trainer, resume, log)
     t_train = time.perf_counter()
     state = trainer.fit()
     train_seconds = time.perf_counter() - t_train
@@ -129,6 +141,93 @@ def train_run(cfg: Config, run_dir: Path, *, progress: bool = False,
             f"{state.best_epoch})")
     log(f"done in {summary['total_seconds']:.1f}s; run folder {run_dir}")
     return summary
+
+
+# --------------------------------------------------------------------------- resume
+
+
+def resume_run(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = (),
+               config_path: str | Path | None = None, *, progress: bool = False,
+               log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Continue the run in ``run_dir`` from its last complete epoch; -> the summary.
+
+    The config is the run's own config.yaml (or ``config_path``) with ``overrides``
+    applied; ``--set train.epochs=N`` above the old value extends the run. A config that
+    changes the architecture or the optimiser is refused. Resuming is exact: the finished
+    run's weights are bit-identical to those of the same run never stopped."""
+    from nnletters.checkpoint import load_checkpoint
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"{run_dir}: no such run folder to resume")
+    last = run_dir / "last.npz"
+    if not last.exists():
+        raise CheckpointError(f"{run_dir}: no checkpoint to resume from (last.npz is "
+                              "missing: no epoch of this run was completed)")
+    ckpt = load_checkpoint(last)
+    for key in ("epoch", "best_epoch", "rng_state", "schedule", "config"):
+        if key not in ckpt.meta:
+            raise CheckpointError(f"{last}: metadata lacks '{key}'; cannot resume from it")
+    cfg = load_config(config_path if config_path is not None else run_dir / "config.yaml",
+                      overrides)
+    check_resumable(cfg, ckpt, run_dir)
+    remove_temp_files(run_dir)  # left by a crash in the middle of a write
+    return train_run(cfg, run_dir, progress=progress, log=log, resume=ckpt)
+
+
+def check_resumable(cfg: Config, ckpt, run_dir: Path) -> None:
+    """ConfigError unless ``cfg`` builds the model and optimiser ``ckpt`` was saved from and
+    asks for at least as many epochs as were completed."""
+    m = ckpt.meta
+    trained_optim = (m["config"].get("optim") or {}).get("name", cfg.optim.name)
+    same = {"data.image_size": (cfg.data.image_size, m["image_size"]),
+            "model.hidden": (list(cfg.model.hidden), list(m["layer_sizes"][1:-1])),
+            "model.activation": (cfg.model.activation, m["activation"]),
+            "model.loss": (cfg.model.loss, m["loss"]),
+            "model.batch_norm": (cfg.model.batch_norm, m.get("batch_norm", False)),
+            "optim.name": (cfg.optim.name, trained_optim)}
+    for key, (now, then) in same.items():
+        if now != then:
+            raise ConfigError(f"{run_dir}: {key} is {now!r} but the run was trained with "
+                              f"{then!r}; a resume keeps the architecture and optimiser "
+                              "(start a new run to change them)")
+    if cfg.train.epochs < m["epoch"]:
+        raise ConfigError(f"{run_dir}: train.epochs is {cfg.train.epochs} but the run "
+                          f"already completed {m['epoch']} epochs")
+
+
+def restore_trainer(trainer, ckpt, log: Callable[[str], None]) -> None:
+    """Put ``trainer`` back in the state ``ckpt`` (the run's last.npz) was saved in."""
+    from nnletters import metrics
+
+    m, run_dir, cfg = ckpt.meta, trainer.run_dir, trainer.cfg
+    for key in ("classes", "input_size"):
+        if key in m and m[key] != trainer.meta_base[key]:
+            raise CheckpointError(f"{ckpt.path}: the run was trained with {key} {m[key]}, "
+                                  f"the data now gives {trainer.meta_base[key]}")
+    epoch = int(m["epoch"])
+    history = [row for row in _read_history(run_dir, metrics)
+               if isinstance(row, dict) and isinstance(row.get("epoch"), int)
+               and row["epoch"] <= epoch]
+    trainer.restore(ckpt, history)
+    st = trainer.state
+    trained_epochs = (m["config"].get("train") or {}).get("epochs", cfg.train.epochs)
+    if st.stopped_early and cfg.train.epochs > trained_epochs:
+        st.stopped_early, st.bad_epochs = False, 0  # asked for more: a fresh patience window
+    if st.stopped_early or st.epoch >= cfg.train.epochs:
+        log(f"resume: the run already finished at epoch {st.epoch}; to train on, raise "
+            f"train.epochs (--set train.epochs={st.epoch + 10})")
+    else:
+        log(f"resume: continuing after epoch {st.epoch} of {cfg.train.epochs} "
+            f"from {ckpt.path}")
+
+
+def _read_history(run_dir: Path, metrics) -> list:
+    try:
+        return metrics.read_history(run_dir)
+    except (ValueError, OSError) as exc:
+        raise NNLettersError(f"{run_dir / 'metrics.jsonl'}: cannot read the metrics so far "
+                             f"({exc}); restore or delete the file to resume") from None
 
 
 def record_inputs(run_dir: Path, splits, log: Callable[[str], None]) -> None:

@@ -34,7 +34,9 @@ def atomic_open(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
+        _test_crash_point(path)
         os.replace(tmp, path)
+        _fsync_dir(path.parent)  # make the rename itself survive a power cut
     except OSError as exc:
         _remove_quietly(tmp)
         raise NNLettersError(f"cannot write {path}: {exc.strerror or exc}") from None
@@ -46,6 +48,55 @@ def atomic_open(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
 def _remove_quietly(path: str) -> None:
     with contextlib.suppress(OSError):
         os.unlink(path)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Flush a folder's entries to disk (POSIX); a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def remove_temp_files(folder: str | Path) -> list[Path]:
+    """Delete the temp files that writes interrupted by a crash left in ``folder``
+    (``.<name>.<random>.tmp``); -> what was removed. The targets themselves are intact."""
+    removed = []
+    for tmp in Path(folder).glob(".*.tmp"):
+        if tmp.is_file():
+            _remove_quietly(str(tmp))
+            removed.append(tmp)
+    return removed
+
+
+CRASH_ENV = "NNLETTERS_TEST_CRASH_AT_WRITE"
+_writes_seen: dict[str, int] = {}
+
+
+def _test_crash_point(path: Path) -> None:
+    """Test hook for the crash-safety tests, inert unless $NNLETTERS_TEST_CRASH_AT_WRITE is set.
+
+    With ``NAME:N`` the process kills itself with SIGKILL during its N-th write of a file
+    called NAME, after the temp file is complete and before it replaces NAME: the worst
+    moment for a crash, reached deterministically (no timing, no sleeps).
+    """
+    spec = os.environ.get(CRASH_ENV)
+    if not spec:
+        return
+    name, _, count = spec.rpartition(":")
+    if path.name != name:
+        return
+    _writes_seen[name] = _writes_seen.get(name, 0) + 1
+    if _writes_seen[name] == int(count):
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def write_text(path: str | Path, text: str) -> None:

@@ -42,10 +42,16 @@ def predict_images(paths: list[str | Path], target: str | Path | None = None,
     """Predict each image; returns (results, errors). One bad image does not stop the rest.
 
     Each result is ``{path, label, probability, top_k: [[label, p], ...]}``."""
-    from nnletters.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
+    from nnletters.checkpoint import (
+        check_image_input,
+        load_checkpoint,
+        model_from_checkpoint,
+        resolve_checkpoint,
+    )
     from nnletters.data.images import prepare_user_image
 
     ckpt = load_checkpoint(resolve_checkpoint(target))
+    check_image_input(ckpt)
     model = model_from_checkpoint(ckpt)
     files, errors = expand_paths(paths)
     light_on_dark = bool(ckpt.meta.get("light_on_dark", True))

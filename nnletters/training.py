@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import math
+import shlex
+import signal
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +26,7 @@ from numpy.typing import NDArray
 from nnletters import metrics
 from nnletters.checkpoint import save_checkpoint
 from nnletters.config import Config, to_dict
-from nnletters.errors import TrainingError
+from nnletters.errors import CheckpointError, TrainingError
 from nnletters.nn.ema import EMA, buffer_refs
 from nnletters.nn.model import MLP
 from nnletters.nn.optim import build_optimizer
@@ -47,6 +50,33 @@ class TrainState:
         return {"epoch": self.epoch, "best_metric": self.best_metric,
                 "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs,
                 "stopped_early": self.stopped_early}
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped training between two steps. The unfinished epoch is dropped;
+    the run folder keeps the checkpoint of the last complete epoch, ``saved_epoch``.
+
+    A KeyboardInterrupt, so that no ``except Exception`` on the way up swallows it."""
+
+    def __init__(self, signum: int, epoch: int, saved_epoch: int, run_dir: Path) -> None:
+        self.signum, self.epoch, self.saved_epoch = signum, epoch, saved_epoch
+        self.run_dir = run_dir
+        super().__init__(self.message())
+
+    @property
+    def exit_code(self) -> int:
+        """The shell's convention for death by signal: 130 for SIGINT, 143 for SIGTERM."""
+        return 128 + self.signum
+
+    def message(self) -> str:
+        if self.saved_epoch == 0:
+            return (f"Interrupted at epoch {self.epoch}, before any epoch was saved; "
+                    "nothing to resume, start the run again")
+        return (f"Interrupted at epoch {self.epoch}; resume with: "
+                f"nnletters train --resume {shlex.quote(str(self.run_dir))}")
 
 
 def train_epoch(model: MLP, optimizer, X: F32, y: NDArray[np.int64], batch_size: int,
@@ -136,14 +166,91 @@ class Trainer:
         self.transform: Callable[[F32], F32] | None = None
         # optim.ema: the averaged weights are the ones validated, kept as best, and returned.
         self.ema = EMA(model, cfg.optim.ema) if cfg.optim.ema else None
+        self._signals: list[int] = []  # SIGINT/SIGTERM received during fit, not yet acted on
+        self._saved_epoch = 0          # epoch of the newest complete checkpoint on disk
+
+    # ------------------------------------------------------------------ resume
+
+    def restore(self, ckpt, history: list[dict[str, Any]]) -> None:
+        """Continue from ``ckpt``, a last.npz of this run: weights, optimiser state, schedule,
+        early-stopping counters, epoch, the generator's state, the metrics rows so far and
+        (from best.npz) the best weights.
+
+        The generator is restored in place: the dropout layers (and augmentation) hold this
+        same object, so from here on they draw exactly what the uninterrupted run drew."""
+        m = ckpt.meta
+        try:
+            self.model.load_state_dict(ckpt.model_state)
+            self.optimizer.load_state_dict(ckpt.optim_state)
+            self.schedule.load_state_dict(m["schedule"])
+            if self.ema is not None:  # the weight average goes on from where it was
+                self.ema.load_state_dict(ckpt.ema_state)
+            self.rng.bit_generator.state = m["rng_state"]
+            self.state = TrainState(epoch=int(m["epoch"]), best_metric=m["best_metric"],
+                                    best_epoch=int(m["best_epoch"]),
+                                    bad_epochs=int(m["bad_epochs"]),
+                                    stopped_early=bool(m["stopped_early"]), history=history)
+        except (KeyError, ValueError, TypeError) as exc:
+            detail = exc.args[0] if exc.args else exc
+            raise CheckpointError(f"{ckpt.path}: cannot resume from it ({type(exc).__name__}: "
+                                  f"{detail})") from None
+        self._saved_epoch = self.state.epoch
+        self._restore_best(ckpt)
+
+    def _restore_best(self, last) -> None:
+        """best_theta and best_buffers as the uninterrupted run held them after ``last``.
+
+        best.npz is behind last.npz only when the process died between the two writes; then
+        the best epoch is last.npz's own, so the best weights are the ones just restored, and
+        best.npz is written again (the same arrays and metadata the lost write held)."""
+        from nnletters.checkpoint import load_checkpoint
+
+        st, path = self.state, self.run_dir / "best.npz"
+        if not st.best_epoch:
+            return
+        if st.best_epoch == st.epoch:
+            self._keep_best()
+            try:
+                current = load_checkpoint(path).meta.get("epoch") == st.epoch
+            except CheckpointError:
+                current = False
+            if not current:
+                with self.evaluated_weights():
+                    save_checkpoint(path, self.model, self.checkpoint_meta(), self.optimizer)
+            return
+        best = load_checkpoint(path)
+        if best.meta.get("epoch") != st.best_epoch:
+            raise CheckpointError(f"{path}: holds epoch {best.meta.get('epoch')}, but "
+                                  f"{last.path} names epoch {st.best_epoch} as the best")
+        try:
+            self.model.load_state_dict(best.model_state)
+            self._keep_best_raw()
+            self.model.load_state_dict(last.model_state)
+        except (KeyError, ValueError) as exc:
+            raise CheckpointError(f"{path}: {exc.args[0] if exc.args else exc}") from None
 
     # ------------------------------------------------------------------ the loop
 
     def fit(self) -> TrainState:
+        """Train until cfg.train.epochs or early stopping. SIGINT/SIGTERM end the run between
+        two steps with ``Interrupted``; a diverged loss with TrainingError. Either way the
+        files on disk are those of the last complete epoch."""
+        try:
+            # Overflow is how divergence starts: it is reported as one TrainingError below,
+            # not as a stream of NumPy RuntimeWarnings.
+            with self._deferred_signals(), np.errstate(over="ignore", invalid="ignore"):
+                return self._fit()
+        except TrainingError as exc:
+            kept = (f"last.npz keeps epoch {self._saved_epoch}" if self._saved_epoch
+                    else "no epoch was saved")
+            raise TrainingError(f"{exc}; {kept}") from None
+
+    def _fit(self) -> TrainState:
         cfg, st = self.cfg, self.state
         es = cfg.train.early_stopping
         has_val = self.val.X.shape[0] > 0
         while st.epoch < cfg.train.epochs and not st.stopped_early:
+            self._stop_if_signalled()
             epoch = st.epoch + 1
             lr = self.schedule.lr(st.epoch)
             t0 = time.perf_counter()
@@ -156,6 +263,7 @@ class Trainer:
                    "val_loss": val_loss if has_val else None,
                    "val_accuracy": val_acc if has_val else None,
                    "epoch_seconds": round(seconds, 4)}
+            self._check_finite(row)
             st.history.append(row)
             st.epoch = epoch
             monitored = row[es.monitor] if has_val else -train_loss
@@ -197,6 +305,13 @@ class Trainer:
                 if seen["steps"] % 20 == 0:
                     bar.set_postfix(loss=f"{seen['loss'] / seen['n']:.4f}",
                                     acc=f"{seen['correct'] / seen['n']:.3f}", refresh=False)
+        show = on_batch
+
+        def on_batch(n: int, loss: float, correct: int) -> None:
+            self._stop_if_signalled()  # between steps: the update just made is complete
+            if show is not None:
+                show(n, loss, correct)
+
         try:
             return train_epoch(self.model, self.optimizer, self.train.X, self.train.y,
                                self.cfg.train.batch_size, self.rng, lr, epoch=epoch,
@@ -215,9 +330,13 @@ class Trainer:
 
     def _keep_best(self) -> None:
         with self.evaluated_weights():
-            self.best_theta = self.model.theta.copy()
-            self.best_buffers = {key: getattr(layer, name).copy()
-                                 for key, layer, name in buffer_refs(self.model)}
+            self._keep_best_raw()
+
+    def _keep_best_raw(self) -> None:
+        """Copy the model's weights and buffers as they are now (no EMA swap)."""
+        self.best_theta = self.model.theta.copy()
+        self.best_buffers = {key: getattr(layer, name).copy()
+                             for key, layer, name in buffer_refs(self.model)}
 
     def _load_best(self) -> None:
         self.model.theta[...] = self.best_theta
@@ -239,15 +358,59 @@ class Trainer:
                 "config": to_dict(self.cfg)}
 
     def _save_epoch(self, is_best: bool) -> None:
+        """Metrics, then last.npz, then best.npz: each write is atomic, and the order keeps
+        a crash between two of them recoverable. metrics.jsonl is never behind last.npz (a
+        resume drops its rows after the checkpoint's epoch), and best.npz is behind only
+        when last.npz itself holds the best weights (its best_epoch equals its epoch)."""
         meta = self.checkpoint_meta()
-        # best first: if the process dies between the two writes, last.npz (what a resume
-        # reads) still describes the previous epoch, whose best.npz is at least as good.
+        metrics.write_history(self.run_dir, self.state.history)
+        save_checkpoint(self.run_dir / "last.npz", self.model, meta, self.optimizer,
+                        extra=self._ema_arrays())
         if is_best:
             with self.evaluated_weights():  # eval and predict read best.npz
                 save_checkpoint(self.run_dir / "best.npz", self.model, meta, self.optimizer)
-        save_checkpoint(self.run_dir / "last.npz", self.model, meta, self.optimizer,
-                        extra=self._ema_arrays())
-        metrics.write_history(self.run_dir, self.state.history)
+        self._saved_epoch = self.state.epoch
+
+    # ------------------------------------------------------------------ faults
+
+    @contextlib.contextmanager
+    def _deferred_signals(self) -> Iterator[None]:
+        """Within the block SIGINT and SIGTERM are only noted; the loop acts on them between
+        steps (``_stop_if_signalled``), so a signal never lands inside an update or a write.
+        A second signal stops at once (every file write is atomic, so that is safe too)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield  # Python lets only the main thread install handlers
+            return
+
+        def note(signum: int, _frame: Any) -> None:
+            if self._signals:
+                raise self._interrupted(signum)
+            self._signals.append(signum)
+
+        previous = [(s, signal.signal(s, note)) for s in STOP_SIGNALS]
+        try:
+            yield
+        finally:
+            for s, handler in previous:
+                signal.signal(s, handler)
+
+    def _stop_if_signalled(self) -> None:
+        if self._signals:
+            raise self._interrupted(self._signals[0])
+
+    def _interrupted(self, signum: int) -> Interrupted:
+        return Interrupted(signum, self.state.epoch + 1, self._saved_epoch, self.run_dir)
+
+    def _check_finite(self, row: dict[str, Any]) -> None:
+        """After an epoch: a non-finite validation loss or weight means the run diverged
+        (train_epoch already stops at the first non-finite training loss)."""
+        bad = next((k for k in ("train_loss", "val_loss")
+                    if row[k] is not None and not math.isfinite(row[k])), None)
+        if bad is None and np.isfinite(self.model.theta).all():
+            return
+        what = f"{bad} became {row[bad]}" if bad else "the weights became non-finite"
+        raise TrainingError(f"{what} at epoch {row['epoch']}: training diverged; try a "
+                            f"smaller learning rate (optim.lr={row['lr']:g} now)")
 
 
 def data_polarity(X: F32, image_size: int) -> bool:
