@@ -60,14 +60,20 @@ def make_run_dir(run_dir: Path) -> bool:
     return not existed
 
 
-def model_meta(cfg: Config, model, classes: list[str], light_on_dark: bool) -> dict[str, Any]:
-    """What eval and predict need to rebuild the model from a checkpoint alone."""
+def model_meta(cfg: Config, model, classes: list[str], train_X: np.ndarray) -> dict[str, Any]:
+    """What eval and predict need to rebuild the model from a checkpoint alone, including
+    how training glyphs look (polarity, share of the frame) so predict can match them."""
+    from nnletters.data.images import glyph_fill
+    from nnletters.training import data_polarity
+
+    light_on_dark = data_polarity(train_X, cfg.data.image_size)
     return {"name": cfg.name, "classes": classes, "image_size": cfg.data.image_size,
             "input_size": model.sizes[0], "layer_sizes": model.sizes,
             "activation": cfg.model.activation, "init": cfg.model.init,
             "dropout": cfg.model.dropout, "loss": cfg.model.loss,
             "label_smoothing": cfg.model.label_smoothing, "batch_norm": cfg.model.batch_norm,
-            "light_on_dark": light_on_dark}
+            "light_on_dark": light_on_dark,
+            "glyph_fill": round(glyph_fill(train_X, cfg.data.image_size, light_on_dark), 4)}
 
 
 def train_run(cfg: Config, run_dir: Path, *, progress: bool = False,
@@ -78,7 +84,7 @@ def train_run(cfg: Config, run_dir: Path, *, progress: bool = False,
     from nnletters.data import load_splits
     from nnletters.evaluation import evaluate
     from nnletters.nn.augment import Augmenter
-    from nnletters.training import Trainer, build, data_polarity
+    from nnletters.training import Trainer, build
 
     t_start = time.perf_counter()
     if cfg.data.path:  # saved absolute, so eval/report find the data from any folder
@@ -102,7 +108,7 @@ def train_run(cfg: Config, run_dir: Path, *, progress: bool = False,
 
     rng = np.random.default_rng(cfg.seed)
     model, optimizer, schedule = build(cfg, train.X.shape[1], len(splits.classes), rng)
-    meta = model_meta(cfg, model, splits.classes, data_polarity(train.X, cfg.data.image_size))
+    meta = model_meta(cfg, model, splits.classes, train.X)
     log(f"model: {model.describe()}, {model.theta.size:,} parameters; optimiser "
         f"{cfg.optim.name} lr {cfg.optim.lr:g}; run folder {run_dir}")
     trainer = Trainer(cfg, model, optimizer, schedule, rng, train, val, run_dir, meta,

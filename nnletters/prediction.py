@@ -55,10 +55,11 @@ def predict_images(paths: list[str | Path], target: str | Path | None = None,
     model = model_from_checkpoint(ckpt)
     files, errors = expand_paths(paths)
     light_on_dark = bool(ckpt.meta.get("light_on_dark", True))
+    fill = float(ckpt.meta.get("glyph_fill", 0.9))
     rows, good = [], []
     for path in files:
         try:
-            rows.append(prepare_user_image(path, ckpt.image_size, light_on_dark))
+            rows.append(prepare_user_image(path, ckpt.image_size, light_on_dark, fill))
             good.append(path)
         except DataError as exc:
             errors.append((str(path), str(exc)))

@@ -612,3 +612,17 @@ def test_cache_entry_meta_is_json(tmp_path):
     with np.load(entry.path, allow_pickle=False) as z:
         assert json.loads(z["classes"].tobytes()) == ["A", "B"]
         assert json.loads(z["meta"].tobytes())["format"] == cache_mod.FORMAT_VERSION
+
+
+def test_prepare_user_image_crops_the_glyph_to_the_training_fill(tmp_path):
+    page = np.full((200, 300), 255, np.uint8)  # a small dark square far from the centre
+    page[20:40, 30:50] = 0
+    path = write(tmp_path / "small.png", png_bytes(page))
+    img = prepare_user_image(path, S, light_on_dark=True, fill=0.5).reshape(S, S)
+    lit = np.argwhere(img > 0.5)
+    span = lit.max(axis=0) - lit.min(axis=0) + 1
+    assert abs(span[0] - S // 2) <= 1 and abs(span[1] - S // 2) <= 1  # half the frame
+    centre = (lit.max(axis=0) + lit.min(axis=0)) / 2
+    assert np.all(np.abs(centre - (S - 1) / 2) <= 1)                 # and centred
+    full = prepare_user_image(path, S, light_on_dark=True, fill=1.0).reshape(S, S)
+    assert full.min() > 0.9                                           # fills the frame

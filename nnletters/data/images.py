@@ -129,14 +129,15 @@ def to_unit_float(pixels: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
     return np.divide(pixels, np.float32(255.0), dtype=np.float32)
 
 
-def prepare_user_image(path: str | Path, image_size: int,
-                       light_on_dark: bool = True) -> npt.NDArray[np.float32]:
+def prepare_user_image(path: str | Path, image_size: int, light_on_dark: bool = True,
+                       fill: float = 0.9) -> npt.NDArray[np.float32]:
     """An image file from a user -> (S*S,) float32 in [0, 1], ready for a model.
 
     ``light_on_dark`` is the polarity the model was trained on (True: light glyph on a dark
     background, as notMNIST). The background is read off the image's border and the image is
-    inverted when it is the other way round. A non-square image is padded to a square with
-    its background colour (so the letter keeps its proportions), then resized.
+    inverted when it is the other way round. The glyph is then cropped to its bounding box and
+    padded with background to a square in which it spans ``fill`` of the side (the way the
+    training glyphs fill their frames; see ``glyph_fill``), and resized.
     """
     path = Path(path)
     try:
@@ -150,8 +151,41 @@ def prepare_user_image(path: str | Path, image_size: int,
     if (background > 127) == light_on_dark:
         gray = 255 - gray
         background = 255 - background
-    gray = _pad_to_square(gray, background)
+    gray = _crop_to_glyph(gray, background, fill)
     return to_unit_float(resize_gray(gray, image_size)).reshape(-1)
+
+
+def _crop_to_glyph(gray: npt.NDArray[np.uint8], background: int,
+                   fill: float) -> npt.NDArray[np.uint8]:
+    """Crop to the pixels that differ clearly from the background, then pad to a square whose
+    side is the glyph's longer side / ``fill``. A blank image is only padded to a square."""
+    ink = np.abs(gray.astype(np.int16) - background)
+    rows, cols = np.flatnonzero((ink > 64).any(axis=1)), np.flatnonzero((ink > 64).any(axis=0))
+    if rows.size == 0:
+        return _pad_to_square(gray, background)
+    glyph = gray[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    side = int(round(max(glyph.shape) / min(max(fill, 0.1), 1.0)))
+    out = np.full((side, side), background, dtype=np.uint8)
+    top, left = (side - glyph.shape[0]) // 2, (side - glyph.shape[1]) // 2
+    out[top:top + glyph.shape[0], left:left + glyph.shape[1]] = glyph
+    return out
+
+
+def glyph_fill(X: npt.NDArray[np.float32], image_size: int, light_on_dark: bool,
+               sample: int = 2000) -> float:
+    """Median share of the frame that training glyphs span (longer side of their bounding
+    box / image size), so that ``prepare_user_image`` can frame a user's letter alike."""
+    imgs = X[:sample].reshape(-1, image_size, image_size)
+    ink = (imgs if light_on_dark else 1.0 - imgs) > 0.25
+    spans = []
+    for axis in (2, 1):  # rows that hold ink, then columns
+        hit = ink.any(axis=axis)
+        first = hit.argmax(axis=1)
+        last = image_size - 1 - hit[:, ::-1].argmax(axis=1)
+        spans.append(np.where(hit.any(axis=1), last - first + 1, 0))
+    longest = np.maximum(*spans)
+    longest = longest[longest > 0]
+    return float(np.median(longest)) / image_size if longest.size else 0.9
 
 
 # --------------------------------------------------------------------------- conversion
