@@ -155,12 +155,16 @@ def _check_meta_values(path: Path, meta: dict[str, Any]) -> None:
         "image_size": (positive_int, "a positive whole number"),
         "layer_sizes": (lambda v: isinstance(v, list) and len(v) >= 2
                         and all(positive_int(n) for n in v), "a list of positive sizes"),
-        "activation": (lambda v: v in ACTIVATIONS, "one of " + ", ".join(ACTIVATIONS)),
-        "loss": (lambda v: v in LOSSES, "one of " + ", ".join(LOSSES)),
+        "activation": (lambda v: isinstance(v, str) and v in ACTIVATIONS,
+                       "one of " + ", ".join(ACTIVATIONS)),
+        "loss": (lambda v: isinstance(v, str) and v in LOSSES, "one of " + ", ".join(LOSSES)),
         "init": (lambda v: v in ("he", "xavier"), "he or xavier"),
         "dropout": (fraction, "a number in [0, 1)"),
         "label_smoothing": (fraction, "a number in [0, 1)"),
         "batch_norm": (lambda v: isinstance(v, bool), "true or false"),
+        "light_on_dark": (lambda v: isinstance(v, bool), "true or false"),
+        "glyph_fill": (lambda v: isinstance(v, int | float) and not isinstance(v, bool)
+                       and 0 < v <= 1, "a number in (0, 1]"),
     }
     for key, (ok, expected) in checks.items():
         if key in meta and not ok(meta[key]):

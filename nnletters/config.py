@@ -170,7 +170,7 @@ def read_yaml_mapping(path: Path) -> dict:
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown place"
         raise ConfigError(f"{path}: YAML syntax error at {where}: {problem}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: YAML error: {exc}") from None
+        raise ConfigError(f"{path}: YAML error: {' '.join(str(exc).split())}") from None
     if raw is None:
         return {}
     if not isinstance(raw, dict):

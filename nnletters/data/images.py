@@ -21,6 +21,7 @@ import io
 import itertools
 import multiprocessing
 import os
+import re
 import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -98,8 +99,12 @@ def gray_and_info(data: bytes) -> tuple[npt.NDArray[np.uint8], ImageInfo]:
         raise
     except Image.UnidentifiedImageError:
         raise Unreadable("not an image Pillow can read") from None
-    except Image.DecompressionBombError:
-        raise Unreadable("too many pixels (decompression bomb?)") from None
+    except Image.DecompressionBombError as exc:
+        # Pillow refuses gigantic sizes inside Image.open, before our check sees them.
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{found.group(1)} pixels" if found else "its size"
+        raise Unreadable(f"{size} is above the limit of {MAX_PIXELS} "
+                         "(decompression bomb?)") from None
     except Exception as exc:  # noqa: BLE001  Pillow raises many types on corrupt input
         raise Unreadable(f"cannot decode: {type(exc).__name__}: {exc}") from None
     return gray, info

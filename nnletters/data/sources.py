@@ -15,13 +15,11 @@ through, and hidden files (``.DS_Store``, ``._x.png``) and ``__MACOSX/`` are ign
 
 from __future__ import annotations
 
-import lzma
 import os
 import stat
 import sys
 import tarfile
 import zipfile
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,6 +97,7 @@ def open_source(path: str | Path) -> Source:
         return _open_lists(path, lists) if lists else _open_folder(path)
     lower = path.name.lower()
     if lower.endswith(TAR_SUFFIXES + ZIP_SUFFIXES):
+        _check_archive_start(path)
         st = path.stat()
         return Source(path, "archive", stats=[(str(path), st.st_size, st.st_mtime_ns)])
     if is_image_name(lower):
@@ -212,6 +211,35 @@ class _QuickTarInfo(tarfile.TarInfo):
         return info
 
 
+_ZIP_STARTS = (b"PK\x03\x04", b"PK\x05\x06")  # a member, or the end of an empty zip
+_COMPRESSED_STARTS = {"gzip": b"\x1f\x8b", "bzip2": b"BZh", "xz": b"\xfd7zXZ\x00"}
+
+
+def _check_archive_start(path: Path) -> None:
+    """Refuse a file that does not begin the way its suffix promises (a renamed text file,
+    an error page saved as .zip) with a plain message rather than a parser's riddle."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(512)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    lower = path.name.lower()
+    if not head:
+        raise DataError(f"{path}: empty file, not an archive")
+    if lower.endswith(ZIP_SUFFIXES):
+        expected, ok = "a zip archive", head[:4] in _ZIP_STARTS
+    elif lower.endswith((".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")):
+        kind = "gzip" if lower.endswith(("gz", "tgz")) else \
+            "bzip2" if lower.endswith(("bz2", "tbz2")) else "xz"
+        expected, ok = f"a {kind}-compressed tar archive", head.startswith(
+            _COMPRESSED_STARTS[kind])
+    else:  # .tar: any compression is read too; old v7 tars have no magic, let tarfile judge
+        starts = any(head.startswith(m) for m in _COMPRESSED_STARTS.values())
+        expected, ok = "a tar archive", starts or len(head) == 512
+    if not ok:
+        raise DataError(f"{path}: not {expected} (the file does not start like one)")
+
+
 def _field(buf: bytes, start: int, stop: int) -> bytes:
     """A NUL-terminated header field."""
     return buf[start:stop].split(b"\0", 1)[0]
@@ -241,16 +269,18 @@ def _tar_items(path: Path, refused: list[tuple[str, str]]) -> Iterator[Item]:
                 if len(data) != member.size:
                     raise DataError(f"{path}: truncated archive (at {member.name})")
                 yield "/".join(parts), data
-    except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError) as exc:
-        raise DataError(f"{path}: cannot read archive: {exc}") from None
+    except DataError:
+        raise
+    except Exception as exc:  # noqa: BLE001  tarfile and the decompressors raise many types
+        raise DataError(f"{path}: truncated or corrupt archive ({_one_line(exc)})") from None
 
 
 def _zip_items(path: Path, refused: list[tuple[str, str]]) -> Iterator[Item]:
     """Read a zip archive's members in the order they are stored (sequential reads)."""
     try:
         archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise DataError(f"{path}: cannot read archive: {exc}") from None
+    except Exception as exc:  # noqa: BLE001  zipfile raises many types on a damaged directory
+        raise DataError(f"{path}: truncated or corrupt archive ({_one_line(exc)})") from None
     with archive:
         for info in sorted(archive.infolist(), key=lambda i: i.header_offset):
             if info.is_dir():
@@ -269,11 +299,14 @@ def _zip_items(path: Path, refused: list[tuple[str, str]]) -> Iterator[Item]:
                 continue
             try:
                 data = archive.read(info)
-            except (zipfile.BadZipFile, zlib.error, NotImplementedError, EOFError,
-                    OSError) as exc:
-                refused.append((info.filename, f"damaged archive member: {exc}"))
+            except Exception as exc:  # noqa: BLE001  a damaged member costs only itself
+                refused.append((info.filename, f"damaged archive member: {_one_line(exc)}"))
                 continue
             yield "/".join(parts), data
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:200] or type(exc).__name__
 
 
 def _member_parts(name: str, refused: list[tuple[str, str]]) -> list[str] | None:
@@ -334,7 +367,7 @@ def _parse_list(list_path: Path, split: int,
         full = base.joinpath(*parts)
         try:
             st = full.stat()
-        except OSError:
+        except (OSError, ValueError):  # ValueError: a NUL byte in the name
             raise DataError(f"{where}: {rel}: file not found") from None
         if not stat.S_ISREG(st.st_mode):
             raise DataError(f"{where}: {rel}: not a file")
