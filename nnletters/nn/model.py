@@ -167,7 +167,8 @@ class MLP:
 
     def describe(self) -> str:
         """e.g. '784-1024-512-10 relu, dropout 0.3'."""
-        text = "-".join(map(str, self.sizes)) + f" {self.activation}"
+        text = "-".join(map(str, self.sizes))
+        text += f" {self.activation}" if len(self.sizes) > 2 else " (no hidden layer)"
         if self.dropout:
             text += f", dropout {self.dropout}"
         if self.batch_norm:
