@@ -7,11 +7,13 @@ that ``nnletters predict`` starts fast.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import shlex
 import sys
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +54,18 @@ def _debug() -> bool:
 def main(ctx: click.Context, debug: bool) -> None:
     """Train NumPy multilayer perceptrons that read letters in small images."""
     ctx.obj = {"debug": debug}
+    if not debug:
+        ctx.with_resource(_warnings_on_one_line())
+
+
+@contextlib.contextmanager
+def _warnings_on_one_line() -> Iterator[None]:
+    """Library warnings (a dataset cache that cannot be written, a damaged EXIF block) as one
+    ``Warning: ...`` line each on stderr, not Python's two lines quoting our source."""
+    with warnings.catch_warnings():
+        warnings.showwarning = lambda message, *_a, **_k: click.echo(f"Warning: {message}",
+                                                                     err=True)
+        yield
 
 
 @main.command()
