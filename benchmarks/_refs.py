@@ -3,7 +3,8 @@
 Every trainer is built from a ``Spec`` plus the training arrays ``X: (N, D) float32`` and
 ``y: (N,) int64``, and offers:
 
-    train_epoch() -> float          one shuffled pass over its data in mini-batches; mean loss
+    train_range(lo, hi) -> float    one shuffled pass in mini-batches over samples lo..hi-1
+                                    of its data (the whole epoch is lo=0, hi=N); mean loss
     predict_proba(x) -> (n, C)      class probabilities for one batch x: (n, D) float32
 
 The trainers are written the way their users write them, so that the comparison says what a
@@ -157,8 +158,8 @@ class TextbookMLP:
             for p, g in zip(params, grads, strict=True):
                 p -= s.lr * g
 
-    def train_epoch(self) -> float:
-        order = self.rng.permutation(len(self.X))
+    def train_range(self, lo: int, hi: int) -> float:
+        order = lo + self.rng.permutation(hi - lo)
         losses = []
         for start in range(0, len(order), self.spec.batch):
             idx = order[start:start + self.spec.batch]
@@ -214,12 +215,12 @@ class TorchMLP:
         return optim.SGD(params, lr=s.lr, momentum=momentum,
                          nesterov=s.optimizer == "nesterov")
 
-    def train_epoch(self) -> float:
+    def train_range(self, lo: int, hi: int) -> float:
         torch = self.torch
         F = torch.nn.functional
         self.model.train()
         total, batches = 0.0, 0
-        for idx in torch.randperm(len(self.X), generator=self.gen).split(self.spec.batch):
+        for idx in (lo + torch.randperm(hi - lo, generator=self.gen)).split(self.spec.batch):
             loss = F.cross_entropy(self.model(self.X[idx]), self.y[idx])
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -259,8 +260,8 @@ class SklearnMLP:
             nesterovs_momentum=s.optimizer == "nesterov", beta_1=s.beta1, beta_2=s.beta2,
             epsilon=s.eps, shuffle=True, random_state=s.seed)
 
-    def train_epoch(self) -> float:
-        self.model.partial_fit(self.X, self.y, classes=self.classes)
+    def train_range(self, lo: int, hi: int) -> float:
+        self.model.partial_fit(self.X[lo:hi], self.y[lo:hi], classes=self.classes)
         return float(self.model.loss_)
 
     def predict_proba(self, x: F32) -> np.ndarray:

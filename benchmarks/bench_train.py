@@ -7,11 +7,12 @@
 In one process it builds every implementation (nnletters through ``training.build`` and
 ``training.train_epoch``, the path ``nnletters train`` takes; a textbook float64 NumPy MLP;
 PyTorch CPU; scikit-learn's MLPClassifier), warms them up, then runs epochs *alternating*
-between them (round r: one epoch of each, in an order rotated every round) so that noise from
-other processes hits all of them alike, and reports median samples/s. Each round also times
-NumPy float32 matmul at the step's own shapes (the GEMM roofline). Inference is timed the same
-way at batch 1024. Peak memory is measured in one short subprocess per implementation so that
-their peaks do not mix.
+between them: each epoch is cut into a few slices of whole batches, and every slice is trained
+by each implementation in turn, in an order rotated every slice, so that load from other
+processes hits all of them alike. It reports median samples/s over the epochs. A matmul-only
+step (NumPy float32 at the step's own shapes: the GEMM roofline) takes its turn in the same
+rotation. Inference is timed the same way at batch 1024. Peak memory is measured in one short
+subprocess per implementation so that their peaks do not mix.
 
 OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE, which some machines set and which slow current NumPy
 down, are removed from this command's environment (it re-executes itself without them, says so
@@ -67,6 +68,7 @@ from _refs import OPTIMIZERS, REFERENCES, Spec  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 NOTMNIST = ROOT.parent / "shared" / "data" / "notMNIST_small.tar.gz"
 INFER_BATCH = 1024
+GEMM_LABEL = "GEMM only"  # the roofline's turn in the rotation
 DEFAULT_LR = {"adam": 0.001}  # everything else: 0.01
 
 # The issue's targets: (key in "ratios", comparison, threshold, description).
@@ -121,8 +123,8 @@ class NNLettersMLP:
         self._train_epoch = training.train_epoch
         self.lr = self.schedule.lr(0)
 
-    def train_epoch(self) -> float:
-        loss, _ = self._train_epoch(self.model, self.optimizer, self.X, self.y,
+    def train_range(self, lo: int, hi: int) -> float:
+        loss, _ = self._train_epoch(self.model, self.optimizer, self.X[lo:hi], self.y[lo:hi],
                                     self.cfg.train.batch_size, self.rng, self.lr)
         return loss
 
@@ -163,6 +165,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                   "synthetic one, e.g. ../shared/data/notMNIST_small.tar.gz")
     p.add_argument("--epochs", type=int, default=5, help="timed epochs of each implementation")
     p.add_argument("--warmup", type=int, default=1, help="untimed epochs first")
+    p.add_argument("--slices", type=int, default=5,
+                   help="each epoch is run in this many slices, alternating implementations "
+                        "slice by slice")
     p.add_argument("--infer-rounds", type=int, default=5)
     p.add_argument("--impls", default="nnletters,textbook,torch,sklearn",
                    help="comma separated subset of nnletters,textbook,torch,sklearn")
@@ -174,6 +179,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="also run one nnletters epoch under cProfile and print its hot spots")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON object, no table")
+    p.add_argument("--save", help="also write the JSON object to this file")
     p.add_argument("--keep-blas-env", action="store_true",
                    help="do not remove OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE")
     p.add_argument("--child", help=argparse.SUPPRESS)  # internal: the peak-RSS subprocess
@@ -232,9 +238,11 @@ def load_data(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, str]:
     from nnletters.data import load_dataset
 
     ds = load_dataset(args.data, 28)
-    X, y = (ds.X, ds.y) if hasattr(ds, "X") else (ds[0], ds[1])
-    X = np.ascontiguousarray(X, dtype=np.float32)
-    y = np.asarray(y, dtype=np.int64)
+    # Datasets come sorted by class; epochs run in contiguous slices, so mix the classes once.
+    order = np.random.default_rng(args.seed).permutation(len(ds.y))
+    X = np.ascontiguousarray(ds.X[order], dtype=np.float32)
+    y = ds.y[order].astype(np.int64)
+    del ds
     return X, y, f"{args.data}: {X.shape[0]}x{X.shape[1]}, {int(y.max()) + 1} classes"
 
 
@@ -274,33 +282,68 @@ def build_trainers(entries: list[Entry], X: np.ndarray, y: np.ndarray
     return trainers, skipped
 
 
-def time_training(trainers: dict, roofline: GemmRoofline, args: argparse.Namespace,
-                  n: int) -> tuple[dict[str, list[float]], dict[str, float], list[float]]:
-    """Alternating epochs. Returns samples/s per epoch per trainer, the last loss of each, and
-    the roofline GFLOP/s of every round."""
-    labels = list(trainers)
+def slice_bounds(n: int, slices: int, batch: int) -> list[tuple[int, int]]:
+    """Split range(n) into about ``slices`` contiguous parts, each a whole number of batches
+    (but the last), so that an epoch done slice by slice takes the same steps as in one go."""
+    steps = -(-n // batch)
+    cuts = [min(n, round(steps * k / slices) * batch) for k in range(slices + 1)]
+    return [(lo, hi) for lo, hi in zip(cuts[:-1], cuts[1:], strict=True) if hi > lo]
+
+
+class GemmOnly:
+    """The roofline as a pseudo-trainer: for a slice it runs as many matmul-only steps as the
+    slice has full batches, so that it takes its turn in the rotation like the trainers and
+    sees the same load. Its rate is in samples/s like theirs."""
+
+    def __init__(self, roofline: GemmRoofline, batch: int) -> None:
+        self.roofline, self.batch = roofline, batch
+        self.samples = 0  # samples covered by the last call (full batches only)
+
+    def train_range(self, lo: int, hi: int) -> float:
+        steps = (hi - lo) // self.batch
+        for _ in range(steps):
+            self.roofline.step()
+        self.samples = steps * self.batch
+        return float("nan")
+
+
+def time_training(trainers: dict, gemm: GemmOnly, args: argparse.Namespace, n: int
+                  ) -> tuple[dict[str, list[float]], dict[str, float], dict[str, float]]:
+    """Alternating epochs, each cut into ``--slices`` slices: slice j of epoch r is trained by
+    every trainer (and the GEMM-only step) in turn, in an order rotated every slice, so that
+    bursts of load from other processes, seconds long, land on all of them alike. Returns
+    samples/s per epoch per label (GEMM under ``GEMM_LABEL``), the best samples/s of any
+    single timed slice (the least disturbed figure on a busy machine) and the last losses."""
+    runners = {**trainers, GEMM_LABEL: gemm}
+    labels = list(runners)
+    bounds = slice_bounds(n, args.slices, args.batch)
     rates: dict[str, list[float]] = {k: [] for k in labels}
+    best = dict.fromkeys(labels, 0.0)
     losses: dict[str, float] = {}
-    gemm: list[float] = []
-    total = args.warmup + args.epochs
-    for r in range(total):
+    turn = 0
+    for r in range(args.warmup + args.epochs):
+        seconds = dict.fromkeys(labels, 0.0)
+        gemm_samples = 0
         timed = r >= args.warmup
-        order = labels[r % len(labels):] + labels[:r % len(labels)]
-        parts = []
-        for label in order:
-            # The roofline is sampled next to every epoch so that it sees the same load.
-            rate = roofline.actual_flops / roofline.step_seconds(0.2) / 1e9
-            if timed:
-                gemm.append(rate)
-            start = time.perf_counter()
-            losses[label] = trainers[label].train_epoch()
-            seconds = time.perf_counter() - start
-            parts.append(f"{label} {seconds:.2f}s (GEMM {rate:.0f} GFLOP/s)")
-            if timed:
-                rates[label].append(n / seconds)
+        for lo, hi in bounds:
+            for label in labels[turn % len(labels):] + labels[:turn % len(labels)]:
+                start = time.perf_counter()
+                losses[label] = runners[label].train_range(lo, hi)
+                took = time.perf_counter() - start
+                seconds[label] += took
+                done = gemm.samples if label == GEMM_LABEL else hi - lo
+                if timed and done:
+                    best[label] = max(best[label], done / took)
+            gemm_samples += gemm.samples
+            turn += 1
+        if timed:
+            for label in labels:
+                rates[label].append((gemm_samples if label == GEMM_LABEL else n)
+                                    / seconds[label])
         kind = f"epoch {r - args.warmup + 1}/{args.epochs}" if timed else "warm-up"
-        log(f"{kind}: " + ", ".join(parts))
-    return rates, losses, gemm
+        log(f"{kind}: " + ", ".join(f"{k} {v:.2f}s" for k, v in seconds.items()))
+    losses.pop(GEMM_LABEL)
+    return rates, best, losses
 
 
 def time_inference(trainers: dict, X: np.ndarray, y: np.ndarray, rounds: int
@@ -330,7 +373,7 @@ def profile_epoch(trainer, top: int = 15) -> str:
 
     prof = cProfile.Profile()
     prof.enable()
-    trainer.train_epoch()
+    trainer.train_range(0, len(trainer.y))
     prof.disable()
     out = io.StringIO()
     pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(top)
@@ -352,7 +395,7 @@ def run_child(args: argparse.Namespace) -> None:
                         batch=4)
     tx = np.random.default_rng(0).random((32, 16), dtype=np.float32)
     tiny = FACTORIES[entry.kind](tiny_spec, tx, np.arange(32, dtype=np.int64) % n_classes)
-    tiny.train_epoch()
+    tiny.train_range(0, 32)
     tiny.predict_proba(tx)
     del tiny, tx
     gc.collect()
@@ -362,7 +405,7 @@ def run_child(args: argparse.Namespace) -> None:
     gc.collect()
     reset_peak_rss()
     trainer = FACTORIES[entry.kind](spec, X, y)
-    trainer.train_epoch()
+    trainer.train_range(0, X.shape[0])
     train_peak = peak_rss_bytes()
     reset_peak_rss()
     for b in infer_batches(X):
@@ -440,13 +483,15 @@ def compute_ratios(impls: dict, memory: dict, gemm_gflops: float, matrix: bool) 
     return ratios
 
 
-def check_targets(ratios: dict) -> list[dict]:
+def check_targets(ratios: dict, ratios_best: dict) -> list[dict]:
+    """PASS/FAIL on the medians; the best-slice value is given alongside, as a hint of what a
+    quiet machine would show."""
     rows = []
     for key, op, threshold, what in TARGETS:
         value = ratios.get(key)
         ok = None if value is None else (value >= threshold if op == ">=" else value <= threshold)
         rows.append({"target": key, "description": what, "value": value, "op": op,
-                     "threshold": threshold, "pass": ok})
+                     "threshold": threshold, "pass": ok, "best_slice_value": ratios_best.get(key)})
     return rows
 
 
@@ -515,12 +560,14 @@ def print_report(result: dict) -> None:
                   f"{b['optimizer_state'] / MIB:.1f} + one batch's activations "
                   f"{b['activations'] / MIB:.2f}")
     print()
-    print(f"{'target':<68}{'value':>9}{'goal':>11}  result")
+    print(f"{'target (medians)':<68}{'value':>9}{'goal':>11}  result  {'best slices':>11}")
     for t in result["targets"]:
         verdict = {True: "PASS", False: "FAIL", None: "n/a"}[t["pass"]]
         goal = f"{t['op']} {fmt_target(t['target'], t['threshold'])}"
         print(f"{t['description']:<68}{fmt_target(t['target'], t['value']):>9}{goal:>11}  "
-              f"{verdict}")
+              f"{verdict:<6}  {fmt_target(t['target'], t['best_slice_value']):>11}")
+    print("best slices: the same ratios from each one's fastest single slice (least disturbed "
+          "by other processes); memory is the same figure")
     extra = {k: v for k, v in result["ratios"].items() if k not in {t[0] for t in TARGETS}}
     print("also: " + ", ".join(f"{k} {fmt_target(k, v)}" for k, v in extra.items()))
     if result["profile"]:
@@ -540,13 +587,18 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict:
     entries = plan(args, spec)
     trainers, skipped = build_trainers(entries, X, y)
     roofline = GemmRoofline(spec.layers, spec.batch, args.seed)
-    train_rates, losses, gemm = time_training(trainers, roofline, args, X.shape[0])
+    train_rates, best_rates, losses = time_training(
+        trainers, GemmOnly(roofline, spec.batch), args, X.shape[0])
     infer_rates, accuracy = time_inference(trainers, X, y, args.infer_rounds)
     profile = profile_epoch(trainers["nnletters"]) if args.profile and "nnletters" in trainers \
         else None
-    gemm_gflops = statistics.median(gemm)  # NumPy's matmul rate at the step's shapes
-    # The same step time expressed in the trainers' 6 x batch x sum(fan_in x fan_out) count.
+    gemm_sps = train_rates.pop(GEMM_LABEL)
+    # NumPy's matmul rate at the step's shapes; then the same step time in the trainers'
+    # count, 6 x batch x sum(fan_in x fan_out) per step.
+    gemm = [sps * roofline.actual_flops / spec.batch / 1e9 for sps in gemm_sps]
+    gemm_gflops = statistics.median(gemm)
     credited = gemm_gflops * roofline.credited_flops / roofline.actual_flops
+    credited_best = best_rates.pop(GEMM_LABEL) * roofline.credited_flops / spec.batch / 1e9
     impls: dict[str, dict] = {}
     for e in entries:
         if e.label in skipped:
@@ -557,16 +609,21 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict:
         impls[e.label] = {
             "kind": e.kind, "spec": asdict(e.spec), "train_samples_per_s": sps,
             "train_samples_per_s_all": train_rates[e.label],
-            "train_samples_per_s_best": max(train_rates[e.label]), "gflops": gflops,
+            "train_samples_per_s_best_slice": best_rates[e.label], "gflops": gflops,
             "roofline_fraction": gflops / credited,
             "infer_samples_per_s": statistics.median(infer_rates[e.label]),
             "infer_samples_per_s_all": infer_rates[e.label],
             "infer_samples_per_s_best": max(infer_rates[e.label]),
+            "gflops_best_slice": best_rates[e.label] * e.spec.flops_per_sample / 1e9,
             "last_epoch_loss": losses[e.label], "accuracy": accuracy[e.label]}
     del trainers
     gc.collect()
     memory = measure_memory(args, argv, [e.label for e in entries if e.label not in skipped])
     ratios = compute_ratios(impls, memory, credited, args.matrix)
+    best_view = {k: {"train_samples_per_s": v.get("train_samples_per_s_best_slice"),
+                     "infer_samples_per_s": v.get("infer_samples_per_s_best"),
+                     "gflops": v.get("gflops_best_slice")} for k, v in impls.items()}
+    ratios_best = compute_ratios(best_view, memory, credited_best, args.matrix)
     env = {**environment(threads), "load_average_1min_start": load_start}
     return {"environment": env, "data": data_desc,
             "config": {**asdict(spec), "flops_per_sample": spec.flops_per_sample,
@@ -574,7 +631,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict:
                        "infer_batch": INFER_BATCH, "infer_rounds": args.infer_rounds},
             "gemm_gflops": gemm_gflops, "gemm_gflops_all": gemm,
             "gemm_gflops_credited": credited, "implementations": impls,
-            "memory": memory, "ratios": ratios, "targets": check_targets(ratios),
+            "memory": memory, "ratios": ratios, "ratios_best": ratios_best,
+            "targets": check_targets(ratios, ratios_best),
             "profile": profile}
 
 
@@ -585,6 +643,8 @@ def main(argv: list[str] | None = None) -> None:
         run_child(args)
         return
     result = run(args, argv)
+    if args.save:
+        Path(args.save).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     if args.json:
         print(json.dumps(result, indent=2))
     else:
