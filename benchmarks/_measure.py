@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import platform
-import time
 from pathlib import Path
 
 import numpy as np
@@ -64,11 +63,11 @@ class GemmRoofline:
     gradient x^T dz, and for every layer but the first the input gradient dz W^T (no trainer
     computes the gradient with respect to the input images).
 
-    ``step_seconds`` is what one step would take if it were nothing but its matrix products.
-    Trainers are credited 6 * batch * sum(fan_in * fan_out) FLOPs per step, which counts the
-    first layer's input gradient too; ``credited_gflops`` divides that same count by
-    ``step_seconds``, so that a trainer's GFLOP/s over it is the fraction of its step time spent
-    at NumPy's matmul rate. ``actual_flops`` counts only the products timed here.
+    ``step()`` is what one training step would be if it were nothing but its matrix products.
+    ``actual_flops`` counts the products it runs; ``credited_flops`` is the count trainers are
+    credited with, 6 * batch * sum(fan_in * fan_out), which includes the first layer's input
+    gradient. Crediting a matmul-only step with that same count makes a trainer's GFLOP/s over
+    it the share of its step time that the matrix products alone would take.
     """
 
     def __init__(self, layers: list[tuple[int, int]], batch: int, seed: int = 0) -> None:
@@ -86,21 +85,6 @@ class GemmRoofline:
     def step(self) -> None:
         for a, b, out in self.ops:
             np.matmul(a, b, out=out)
-
-    def step_seconds(self, seconds: float = 0.5) -> float:
-        """Seconds per step: the median over 5 blocks of steps filling about ``seconds``."""
-        self.step()
-        start = time.perf_counter()
-        self.step()
-        per_step = max(time.perf_counter() - start, 1e-6)
-        reps = max(1, int(seconds / 5 / per_step))
-        times = []
-        for _ in range(5):
-            start = time.perf_counter()
-            for _ in range(reps):
-                self.step()
-            times.append((time.perf_counter() - start) / reps)
-        return float(np.median(times))
 
 
 # --------------------------------------------------------------------------- memory
