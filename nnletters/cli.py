@@ -174,18 +174,17 @@ def predict(images: tuple[str, ...], target: str | None, top_k: int, as_json: bo
         sys.exit(1)
 
 
-def _register_optional_commands() -> None:
-    """Command groups that live in their own modules."""
-    from nnletters.cli_gradcheck import gradcheck
-    main.add_command(gradcheck)
+def _register_commands() -> None:
+    """Commands that live in their own modules (each imports only click at module level)."""
     from nnletters.cli_data import data_group
-
-    main.add_command(data_group)
+    from nnletters.cli_gradcheck import gradcheck
     from nnletters.cli_report import report_command
+    from nnletters.cli_synth import synth_command
+
+    data_group.add_command(synth_command)
+    main.add_command(data_group)
+    main.add_command(gradcheck)
     main.add_command(report_command)
 
 
-try:  # the data group is optional while it is being built
-    _register_optional_commands()
-except ImportError:  # pragma: no cover
-    pass
+_register_commands()
