@@ -26,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-from tqdm import tqdm
 
 from nnletters.data.images import IMAGE_EXTENSIONS, Item, is_image_name
 from nnletters.errors import DataError
@@ -418,13 +417,16 @@ def arrange(source: Source, names: list[str], labels: list[str | None],
                   skipped=skipped, outside=len(labels) - len(kept))
 
 
-class _Bar(tqdm):
-    """tqdm without its monitor thread: worker processes are forked while a bar is open."""
+def progress_bar(source: Source, action: str, enabled: bool):
+    """A tqdm bar counting images on stderr; shown only when ``enabled`` and stderr is a TTY.
 
-    monitor_interval = 0
+    tqdm is imported here, not at module level, to keep ``nnletters predict`` light."""
+    from tqdm import tqdm
 
+    class _Bar(tqdm):
+        """tqdm without its monitor thread: worker processes are forked while a bar is open."""
 
-def progress_bar(source: Source, action: str, enabled: bool) -> tqdm:
-    """A bar counting images on stderr; shown only when ``enabled`` and stderr is a TTY."""
+        monitor_interval = 0
+
     return _Bar(total=source.total, desc=f"{action} {source.path.name}", unit="img",
                 disable=None if enabled else True, leave=False, file=sys.stderr)
