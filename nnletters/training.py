@@ -34,6 +34,11 @@ from nnletters.nn.schedules import Schedule
 
 F32 = NDArray[np.float32]
 
+# A mean batch loss this large means the run has left the rails even while it is finite:
+# cross-entropy starts near ln(classes) (3.3 for 26) and the quadratic loss is at most
+# classes/2, so only diverging weights (logits ~1e4 apart) get here.
+DIVERGED_LOSS = 1e4
+
 
 @dataclass
 class TrainState:
@@ -101,9 +106,9 @@ def train_epoch(model: MLP, optimizer, X: F32, y: NDArray[np.int64], batch_size:
         if transform is not None:
             xb = transform(xb)
         loss, correct = model.train_step(xb, y[idx])
-        if not math.isfinite(loss):
+        if not math.isfinite(loss) or loss > DIVERGED_LOSS:
             raise TrainingError(
-                f"loss became {loss} at epoch {epoch}, step {step}: training diverged; "
+                f"loss became {loss:.4g} at epoch {epoch}, step {step}: training diverged; "
                 f"try a smaller learning rate (optim.lr={lr:g} now)")
         optimizer.step(lr)
         if after_step is not None:
