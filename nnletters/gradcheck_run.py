@@ -18,7 +18,12 @@ from numpy.typing import NDArray
 
 from nnletters.config import Config
 from nnletters.errors import DataError
-from nnletters.nn.gradcheck import DEFAULT_THRESHOLD, check_gradients, fix_dropout_masks
+from nnletters.nn.gradcheck import (
+    DEFAULT_THRESHOLD,
+    REL_ERROR_FLOOR,
+    check_gradients,
+    fix_dropout_masks,
+)
 from nnletters.nn.layers import Activation
 from nnletters.nn.model import MLP
 
@@ -29,10 +34,9 @@ KINK_REACH = 10
 
 # Central-difference step h. The loss itself is only exact to about one unit in the last
 # place (~4e-16 for a loss near 2.3), so the difference quotient carries ~ulp / (2h) of
-# round-off: 2e-11 at h = 1e-5, which is more than the 1e-11 that check_gradients tolerates
-# on the smallest gradients (threshold 1e-4 times its floor 1e-7), and it fails correct
-# backprop on wide layers whose gradients are ~1e-9. At h = 1e-4 the round-off is 2e-12 and
-# the truncation error (~h^2) is still far below the threshold.
+# round-off: 2e-11 at h = 1e-5, close to the 1e-10 that check_gradients tolerates on the
+# smallest gradients (threshold 1e-4 times its floor REL_ERROR_FLOOR = 1e-6). At h = 1e-4
+# the round-off is 2e-12 and the truncation error (~h^2) is still far below the threshold.
 STEP = 1e-4
 
 
@@ -128,7 +132,8 @@ def format_report(report: GradcheckReport) -> str:
         f"central differences with h = {STEP:g}",
         f"loss checked: mean {report.loss} loss {report.decay_note}"
         + (f"; dropout {report.dropout:g} with fixed masks" if report.dropout else ""),
-        f"relative error |backprop - numeric| / max(|backprop| + |numeric|, 1e-7), "
+        f"relative error |backprop - numeric| / max(|backprop| + |numeric|, "
+        f"{REL_ERROR_FLOOR:g}), "
         f"up to {report.max_entries} seeded random entries per tensor; pass if <= "
         f"{report.threshold:g}",
     ]

@@ -20,6 +20,9 @@ from numpy.typing import NDArray
 from nnletters.nn.layers import Dropout
 
 DEFAULT_THRESHOLD = 1e-4  # a correct backward pass gives ~1e-7; a wrong one ~1e-1
+# Denominator floor: keeps round-off (about 1e-16 * L / h) on near-zero gradient entries
+# from counting as a relative error.
+REL_ERROR_FLOOR = 1e-6
 
 
 def total_loss(model, X: NDArray, y: NDArray[np.int64], weight_decay: float) -> float:
@@ -80,9 +83,7 @@ def check_gradients(model, X: NDArray, y: NDArray[np.int64], weight_decay: float
             model.theta[i] = saved
             numeric = (up - down) / (2 * h)
             a = analytic[i]
-            # The floor keeps round-off (about 1e-16 * L / h ~ 1e-11) on near-zero entries from
-            # counting as a relative error.
-            worst = max(worst, abs(a - numeric) / max(abs(a) + abs(numeric), 1e-6))
+            worst = max(worst, abs(a - numeric) / max(abs(a) + abs(numeric), REL_ERROR_FLOOR))
         results.append({"name": name, "shape": list(param.shape), "checked": int(len(picks)),
                         "max_rel_error": float(worst), "passed": bool(worst <= threshold)})
     return results
