@@ -65,8 +65,6 @@ from _measure import (  # noqa: E402
 )
 from _refs import OPTIMIZERS, REFERENCES, Spec  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-NOTMNIST = ROOT.parent / "shared" / "data" / "notMNIST_small.tar.gz"
 INFER_BATCH = 1024
 GEMM_LABEL = "GEMM only"  # the roofline's turn in the rotation
 DEFAULT_LR = {"adam": 0.001}  # everything else: 0.01
@@ -86,22 +84,14 @@ TARGETS = [
 # --------------------------------------------------------------------------- nnletters
 
 
-def yaml_float(x: float) -> str:
-    """A float as YAML reads it back as a float (YAML 1.1 wants '1.0e-08', not '1e-08')."""
-    text = repr(float(x))
-    mantissa, e, exponent = text.partition("e")
-    return f"{mantissa}.0e{exponent}" if e and "." not in mantissa else text
-
-
 def nnletters_overrides(spec: Spec) -> list[str]:
     """``--set`` style overrides giving nnletters' config the benchmark's spec."""
-    f = yaml_float
     return [f"seed={spec.seed}", "data.source=synthetic",
             f"model.hidden={list(spec.sizes[1:-1])}", "model.activation=relu",
-            "model.loss=cross_entropy", f"model.dropout={f(spec.dropout)}",
-            f"optim.name={spec.optimizer}", f"optim.lr={f(spec.lr)}",
-            f"optim.momentum={f(spec.momentum)}", f"optim.beta1={f(spec.beta1)}",
-            f"optim.beta2={f(spec.beta2)}", f"optim.eps={f(spec.eps)}",
+            "model.loss=cross_entropy", f"model.dropout={spec.dropout}",
+            f"optim.name={spec.optimizer}", f"optim.lr={spec.lr}",
+            f"optim.momentum={spec.momentum}", f"optim.beta1={spec.beta1}",
+            f"optim.beta2={spec.beta2}", f"optim.eps={spec.eps}",
             "schedule.name=constant", f"train.batch_size={spec.batch}"]
 
 
