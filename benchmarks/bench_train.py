@@ -511,7 +511,8 @@ def print_report(result: dict) -> None:
           f"{loads[0]:.1f} at the start, {loads[1]:.1f} at the end")
     if max(loads) > (env["cores"] or 1):
         print("WARNING: other processes compete for the CPU: absolute figures are low and "
-              "noisy, and even ratios move; rerun on a quiet machine for numbers to quote")
+              "noisy, and with several BLAS threads even ratios move (a thread that loses its "
+              "core stalls the others); rerun on a quiet machine, or compare with --threads 1")
     ob = env["openblas_env"]
     if ob["unset_for_this_run"]:
         was = ", ".join(f"{k}={v}" for k, v in ob["unset_for_this_run"].items())
