@@ -20,10 +20,19 @@ scaled back onto the ball ||w_j|| <= c whenever the step took it outside.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numpy.typing import NDArray
 
 F32 = NDArray[np.float32]
+
+
+# The update is a dozen elementwise passes over every parameter. Done over the whole
+# vector, each pass streams all of it through memory; done block by block, a block's arrays
+# (velocity, m, v, gradient, weights: 128 KiB each) stay in cache for all the passes. On a
+# 1.3M-parameter MLP that makes Adam's step ~1.5x faster.
+BLOCK = 1 << 15
 
 
 class Optimizer:
@@ -38,14 +47,27 @@ class Optimizer:
         self._unit_weights: list[F32] = [layer.W for layer in model.dense_layers()]
         for name in self.state_names:
             setattr(self, name, np.zeros_like(self.theta))
-        # Room for wd * w, so that decaying the weights allocates nothing per step.
-        self._decay_buf = np.empty(self.n_decay, dtype=np.float32) if weight_decay else None
+        self._scratch = np.empty(min(BLOCK, self.theta.size), dtype=self.theta.dtype)
 
-    def add_weight_decay(self) -> None:
-        """g <- g + weight_decay * w, on weights only: the gradient of 0.5 wd ||W||^2."""
-        if self.weight_decay:
-            w, g = self.theta[:self.n_decay], self.grad[:self.n_decay]
-            g += np.multiply(w, np.float32(self.weight_decay), out=self._decay_buf)
+    def step(self, lr: float) -> None:
+        """One update of every parameter with learning rate ``lr``, block by block."""
+        for start in range(0, self.theta.size, BLOCK):
+            block = slice(start, min(start + BLOCK, self.theta.size))
+            self.add_weight_decay(block, lr)
+            self.update(block, lr, self._scratch[:block.stop - start])
+        self.apply_max_norm()
+
+    def update(self, block: slice, lr: float, scratch: F32) -> None:
+        """The optimiser's rule on ``theta[block]`` (``scratch`` is free workspace)."""
+        raise NotImplementedError
+
+    def add_weight_decay(self, block: slice, lr: float) -> None:
+        """g <- g + weight_decay * w on the weights in ``block`` (never the biases): the
+        gradient of the L2 penalty 0.5 wd ||W||^2."""
+        stop = min(block.stop, self.n_decay)
+        if self.weight_decay and stop > block.start:
+            w, g = self.theta[block.start:stop], self.grad[block.start:stop]
+            g += np.multiply(w, self.weight_decay, out=self._scratch[:stop - block.start])
 
     def apply_max_norm(self) -> None:
         """W[:, j] <- W[:, j] * c / max(||W[:, j]||, c): columns longer than c shrink to c."""
@@ -55,9 +77,6 @@ class Optimizer:
         for W in self._unit_weights:
             norms = np.sqrt(np.einsum("ij,ij->j", W, W))
             W *= c / np.maximum(norms, c)
-
-    def step(self, lr: float) -> None:
-        raise NotImplementedError
 
     def state_dict(self) -> dict[str, np.ndarray]:
         return {name: getattr(self, name).copy() for name in self.state_names}
@@ -73,11 +92,11 @@ class Optimizer:
 
 
 class SGD(Optimizer):
-    def step(self, lr: float) -> None:
-        self.add_weight_decay()
-        self.grad *= np.float32(lr)  # the gradient buffer is rebuilt by the next backward pass
-        self.theta -= self.grad
-        self.apply_max_norm()
+    def update(self, block: slice, lr: float, scratch: F32) -> None:
+        # w <- w - lr g  (the gradient buffer is rebuilt by the next backward pass)
+        g = self.grad[block]
+        g *= lr
+        self.theta[block] -= g
 
 
 class Momentum(Optimizer):
@@ -88,24 +107,22 @@ class Momentum(Optimizer):
         super().__init__(model, weight_decay, max_norm)
         self.momentum, self.nesterov = momentum, nesterov
 
-    def step(self, lr: float) -> None:
-        self.add_weight_decay()
-        v, g = self.velocity, self.grad
-        v *= np.float32(self.momentum)
-        g *= np.float32(lr)  # the gradient buffer is rebuilt by the next backward pass
+    def update(self, block: slice, lr: float, scratch: F32) -> None:
+        v, g, w = self.velocity[block], self.grad[block], self.theta[block]
+        # v <- mu v - lr g
+        v *= self.momentum
+        g *= lr
         v -= g
         if self.nesterov:
             # w <- w + mu v - lr g: look ahead along the updated velocity.
-            self.theta -= g
-            v_scaled = np.multiply(v, np.float32(self.momentum), out=g)
-            self.theta += v_scaled
+            w -= g
+            w += np.multiply(v, self.momentum, out=scratch)
         else:
-            self.theta += v
-        self.apply_max_norm()
+            w += v  # w <- w + v
 
 
 class Adam(Optimizer):
-    state_names = ("m", "v", "scratch")  # scratch: workspace, not saved
+    state_names = ("m", "v")
 
     def __init__(self, model, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
                  weight_decay: float = 0.0, decoupled: bool = False,
@@ -116,27 +133,41 @@ class Adam(Optimizer):
         self.t = 0
 
     def step(self, lr: float) -> None:
-        if self.decoupled:
-            if self.weight_decay:  # AdamW: w <- w - lr wd w, outside the adaptive scaling
-                self.theta[:self.n_decay] *= np.float32(1.0 - lr * self.weight_decay)
-        else:
-            self.add_weight_decay()
         self.t += 1
-        b1, b2, g, s = np.float32(self.beta1), np.float32(self.beta2), self.grad, self.scratch
-        self.m *= b1
-        self.m += np.multiply(g, 1 - b1, out=s)
+        # Bias corrections folded into two scalars:
+        #   lr m_hat / (sqrt(v_hat) + eps) = lr_t m / (sqrt(v) + eps_t)
+        # with lr_t = lr sqrt(1 - b2^t) / (1 - b1^t) and eps_t = eps sqrt(1 - b2^t).
+        root = math.sqrt(1.0 - self.beta2 ** self.t)  # Python floats keep float32 (NEP 50)
+        self._lr_t = lr * root / (1.0 - self.beta1 ** self.t)
+        self._eps_t = self.eps * root
+        super().step(lr)
+
+    def add_weight_decay(self, block: slice, lr: float) -> None:
+        if not self.decoupled:
+            super().add_weight_decay(block, lr)
+            return
+        stop = min(block.stop, self.n_decay)
+        if self.weight_decay and stop > block.start:
+            # AdamW: w <- w - lr wd w, outside the adaptive scaling
+            self.theta[block.start:stop] *= 1.0 - lr * self.weight_decay
+
+    def update(self, block: slice, lr: float, s: F32) -> None:
+        m, v, g, w = self.m[block], self.v[block], self.grad[block], self.theta[block]
+        # m <- b1 m + (1 - b1) g, written m <- m + (1 - b1)(g - m)
+        np.subtract(g, m, out=s)
+        s *= 1.0 - self.beta1
+        m += s
+        # v <- b2 v + (1 - b2) g^2, written v <- v + (1 - b2)(g^2 - v)
         np.multiply(g, g, out=s)
-        s *= 1 - b2
-        self.v *= b2
-        self.v += s
-        # s = sqrt(v / (1 - b2^t)) + eps, then s = m / s; w -= lr / (1 - b1^t) * s
-        np.sqrt(self.v, out=s)
-        s *= np.float32(1.0 / np.sqrt(1.0 - self.beta2 ** self.t))
-        s += np.float32(self.eps)
-        np.divide(self.m, s, out=s)
-        s *= np.float32(lr / (1.0 - self.beta1 ** self.t))
-        self.theta -= s
-        self.apply_max_norm()
+        s -= v
+        s *= 1.0 - self.beta2
+        v += s
+        # w <- w - lr_t m / (sqrt(v) + eps_t)
+        np.sqrt(v, out=s)
+        s += self._eps_t
+        np.divide(m, s, out=s)
+        s *= self._lr_t
+        w -= s
 
     def state_dict(self) -> dict[str, np.ndarray]:
         return {"m": self.m.copy(), "v": self.v.copy(), "t": np.array(self.t, dtype=np.int64)}
