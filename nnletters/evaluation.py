@@ -86,6 +86,31 @@ def align_classes(data_classes: list[str], model_classes: list[str], y: NDArray[
     return mapping[y]
 
 
+def evaluation_data(ckpt_path: Path, image_size: int, data_path: str | Path | None = None,
+                    progress: bool = False) -> tuple[Any, str]:
+    """(Dataset, description) that ``eval`` and ``report`` judge a checkpoint on: all of
+    ``data_path`` when given, else the run's own test split re-created from the
+    config.yaml beside the checkpoint (same data, fractions and seed)."""
+    if data_path is not None:
+        from nnletters.data import load_dataset
+
+        ds, source = load_dataset(data_path, image_size, progress=progress), str(data_path)
+    else:
+        from nnletters.config import load_config
+        from nnletters.data import load_splits
+
+        config_path = Path(ckpt_path).parent / "config.yaml"
+        if not config_path.exists():
+            raise DataError(f"{ckpt_path}: no config.yaml beside it to find the run's test "
+                            "split; pass --data PATH")
+        cfg = load_config(config_path)
+        ds = load_splits(cfg.data, cfg.seed, progress=progress).test
+        source = f"test split of {cfg.data.path or 'synthetic letters'}"
+    if len(ds.y) == 0:
+        raise DataError(f"{source}: no test images to evaluate on; pass --data PATH")
+    return ds, source
+
+
 def evaluate_checkpoint(target: str | Path | None, data_path: str | Path | None = None,
                         progress: bool = False) -> dict[str, Any]:
     """``nnletters eval``: a run's own test split, or all of ``data_path``."""
@@ -94,24 +119,7 @@ def evaluate_checkpoint(target: str | Path | None, data_path: str | Path | None 
     ckpt_path = resolve_checkpoint(target)
     ckpt = load_checkpoint(ckpt_path)
     model = model_from_checkpoint(ckpt)
-    if data_path is not None:
-        from nnletters.data import load_dataset
-
-        ds = load_dataset(data_path, ckpt.image_size, progress=progress)
-        source = data_path
-    else:
-        from nnletters.config import load_config
-        from nnletters.data import load_splits
-
-        config_path = ckpt_path.parent / "config.yaml"
-        if not config_path.exists():
-            raise DataError(f"{ckpt_path}: no config.yaml beside it to find the run's test "
-                            "split; pass --data PATH")
-        cfg = load_config(config_path)
-        ds = load_splits(cfg.data, cfg.seed, progress=progress).test
-        source = cfg.data.path or "synthetic data"
-    if len(ds.y) == 0:
-        raise DataError(f"{source}: no test images to evaluate on")
+    ds, source = evaluation_data(ckpt_path, ckpt.image_size, data_path, progress)
     y = align_classes(ds.classes, ckpt.classes, ds.y, source)
     result = evaluate(model, ds.X, y, ckpt.classes)
     result["checkpoint"] = str(ckpt_path)

@@ -83,13 +83,13 @@ def load_results(target: str | Path | None = None, data_path: str | Path | None 
     """Rebuild the model from the run's best.npz and evaluate it on the run's own test split
     (re-created from its config.yaml and seed) or, with ``data_path``, on all of that data."""
     from nnletters.checkpoint import load_checkpoint, model_from_checkpoint
-    from nnletters.evaluation import align_classes, evaluate
+    from nnletters.evaluation import align_classes, evaluate, evaluation_data
     from nnletters.metrics import read_history
 
     run_dir, ckpt_path = resolve_run(target, runs_dir)
     ckpt = load_checkpoint(ckpt_path)
     model = model_from_checkpoint(ckpt)
-    ds, source = _evaluation_data(run_dir, ckpt_path, ckpt.image_size, data_path, progress)
+    ds, source = evaluation_data(ckpt_path, ckpt.image_size, data_path, progress)
     y = align_classes(ds.classes, ckpt.classes, ds.y, source)
     first_W = model.dense_layers()[0].W
     if first_W.shape[0] != ckpt.image_size ** 2:
@@ -104,29 +104,6 @@ def load_results(target: str | Path | None = None, data_path: str | Path | None 
         source=source, first_W=first_W.copy(), history=read_history(run_dir),
         summary=json.loads(summary_path.read_text("utf-8")) if summary_path.exists() else None,
         config_text=config_path.read_text("utf-8") if config_path.exists() else "")
-
-
-def _evaluation_data(run_dir: Path, ckpt_path: Path, image_size: int,
-                     data_path: str | Path | None, progress: bool) -> tuple[Any, str]:
-    """(Dataset, description): the same data ``nnletters eval`` would use."""
-    if data_path is not None:
-        from nnletters.data import load_dataset
-
-        ds, source = load_dataset(data_path, image_size, progress=progress), str(data_path)
-    else:
-        from nnletters.config import load_config
-        from nnletters.data import load_splits
-
-        config_path = run_dir / "config.yaml"
-        if not config_path.exists():
-            raise DataError(f"{ckpt_path}: no config.yaml beside it to find the run's test "
-                            "split; pass --data PATH")
-        cfg = load_config(config_path)
-        ds = load_splits(cfg.data, cfg.seed, progress=progress).test
-        source = f"test split of {cfg.data.path or 'synthetic letters'}"
-    if len(ds.y) == 0:
-        raise DataError(f"{source}: no test images to report on; pass --data PATH")
-    return ds, source
 
 
 # --------------------------------------------------------------------------- curves
