@@ -185,6 +185,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                 "--optimizer/--dropout at their defaults")
     if not 0.0 <= args.dropout < 1.0:
         p.error("--dropout: expected 0 <= p < 1")
+    for name in ("batch", "threads", "samples", "epochs", "slices", "infer_rounds"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            p.error(f"--{name.replace('_', '-')}: expected a whole number >= 1, got {value}")
     return args
 
 
@@ -198,7 +202,7 @@ def base_spec(args: argparse.Namespace, n_in: int, n_classes: int, threads: int)
 def plan(args: argparse.Namespace, spec: Spec) -> list[Entry]:
     entries = [Entry(kind, kind, spec) for kind in FACTORIES if kind in args.impls.split(",")]
     if args.matrix:
-        adam = replace(spec, optimizer="adam", lr=args.lr or DEFAULT_LR["adam"])
+        adam = replace(spec, optimizer="adam", lr=DEFAULT_LR["adam"])
         drop = replace(spec, dropout=args.matrix_dropout)
         entries += [Entry("nnletters adam", "nnletters", adam),
                     Entry(f"nnletters dropout {args.matrix_dropout:g}", "nnletters", drop)]
