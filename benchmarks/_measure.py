@@ -38,8 +38,11 @@ def numpy_blas() -> dict:
 
 def limit_blas_threads(n: int):
     """Cap every loaded BLAS at ``n`` threads for the rest of the process (returns the limiter,
-    which must stay referenced)."""
-    from threadpoolctl import threadpool_limits
+    which must stay referenced; None when threadpoolctl is not installed)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return None
 
     return threadpool_limits(limits=n, user_api="blas")
 
