@@ -9,6 +9,7 @@ from nnletters.nn.augment import (
     bilinear_sample,
     elastic_upsampler,
     extreme_filter3,
+    frame,
     inverse_affine,
 )
 
@@ -28,13 +29,11 @@ def glyphs(n=16, size=12, seed=0):
 
 
 def framed(x, size, fill=0.0):
-    n = x.shape[0]
-    padded = np.full((n, size + 2, size + 2), fill, np.float32)
-    padded[:, 1:-1, 1:-1] = x.reshape(n, size, size)
-    return padded
+    return frame(x, size, fill)
 
 
 def pixel_grid(n, size):
+    """Image pixel coordinates (x, y), each (n, size*size) float32."""
     ys, xs = np.divmod(np.arange(size * size, dtype=np.float32), np.float32(size))
     return np.tile(xs, (n, 1)), np.tile(ys, (n, 1))
 
@@ -70,6 +69,7 @@ def test_bilinear_sample_identity_shift_and_half_pixel():
     size, x = 6, glyphs(3, 6)
     img = x.reshape(3, size, size)
     gx, gy = pixel_grid(3, size)
+    gx, gy = gx + 1, gy + 1  # in the frame's pixels
     same = bilinear_sample(framed(x, size), gx.copy(), gy.copy())
     np.testing.assert_array_equal(same, x)
     right = bilinear_sample(framed(x, size, 0.25), gx - 2, gy.copy()).reshape(3, size, size)
@@ -88,7 +88,7 @@ def warp(x, size, cfg, u):
     n = x.shape[0]
     coef = inverse_affine(cfg, size, u.astype(np.float32), np.empty((2 * n, 3), np.float32))
     grid = np.stack([*pixel_grid(1, size), np.ones((1, size * size), np.float32)])[:, 0]
-    src = (coef @ grid).astype(np.float32)
+    src = (coef @ grid + 1).astype(np.float32)  # + 1: in the frame's pixels
     return bilinear_sample(framed(x, size), src[:n], src[n:]).reshape(n, size, size)
 
 

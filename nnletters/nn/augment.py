@@ -76,14 +76,12 @@ class Augmenter:
         if not self.active:
             return x
         n, s = x.shape[0], self.size
-        padded = self.work.get("padded", (n, s + 2, s + 2))
-        padded[...] = self.fill                    # a 1-pixel frame of background
-        padded[:, 1:-1, 1:-1] = x.reshape(n, s, s)
+        padded = frame(x, s, self.fill, out=self.work.get("padded", (n, s + 3, s + 3)))
         if self.stroke:
             self._strokes(padded)
         out = self.work.get("out", (n, s * s))
         if not (self.affine or self.elastic):
-            out.reshape(n, s, s)[...] = padded[:, 1:-1, 1:-1]
+            out.reshape(n, s, s)[...] = padded[:, 1:s + 1, 1:s + 1]
             return out
         src_x, src_y = self._source_coordinates(n)
         return bilinear_sample(padded, src_x, src_y, out=out, work=self.work)
@@ -91,7 +89,8 @@ class Augmenter:
     # ----------------------------------------------------------------- geometry
 
     def _source_coordinates(self, n: int) -> tuple[F32, F32]:
-        """Where each output pixel reads the source: two (N, S*S) float32 arrays (x, y)."""
+        """Where each output pixel reads the framed source (``frame``'s pixels, one more than
+        the image's): two (N, S*S) float32 arrays (x, y)."""
         s = self.size
         coef = self.work.get("coef", (2 * n, 3))
         if self.affine:
@@ -100,6 +99,7 @@ class Augmenter:
             coef[:] = 0.0
             coef[:n, 0] = 1.0   # src_x = x
             coef[n:, 1] = 1.0   # src_y = y
+        coef[:, 2] += 1.0       # image pixel (x, y) is framed pixel (x + 1, y + 1)
         src = np.matmul(coef, self.grid, out=self.work.get("src", (2 * n, s * s)))
         if self.elastic:
             src += self._displacements(n).reshape(2 * n, s * s)
@@ -119,8 +119,8 @@ class Augmenter:
     # ----------------------------------------------------------------- strokes
 
     def _strokes(self, padded: F32) -> None:
-        """Thicken or thin a random share of the images in ``padded`` (N, S+2, S+2), in place."""
-        n = padded.shape[0]
+        """Thicken or thin a random share of the framed images (N, S+3, S+3), in place."""
+        n, s = padded.shape[0], self.size
         u = self.rng.random((n, 3), dtype=np.float32)  # chosen?, thicken?, strength
         chosen = u[:, 0] < np.float32(self.cfg.stroke)
         light_glyph = self.fill < 0.5  # the glyph is bright: thickening is a max filter
@@ -129,9 +129,9 @@ class Augmenter:
             if idx.size == 0:
                 continue
             op = np.maximum if thicken == light_glyph else np.minimum
-            imgs = padded[idx]                                      # (k, S+2, S+2) copy
-            filtered = extreme_filter3(imgs, op)                    # (k, S, S)
-            inner = imgs[:, 1:-1, 1:-1]
+            imgs = padded[idx]                                      # (k, S+3, S+3) copy
+            filtered = extreme_filter3(imgs[:, :s + 2, :s + 2], op)  # (k, S, S)
+            inner = imgs[:, 1:s + 1, 1:s + 1]
             filtered -= inner
             filtered *= u[idx, 2, None, None]
             inner += filtered
@@ -172,14 +172,30 @@ def elastic_upsampler(size: int, sigma: float) -> F32:
     return weights.astype(np.float32)
 
 
+def frame(x: F32, size: int, fill: float, out: F32 | None = None) -> F32:
+    """(N, S*S) -> (N, S+3, S+3) float32: each image with a frame of background ``fill``, one
+    pixel wide before it (top, left) and two after it (bottom, right), so that bilinear
+    sampling anywhere in [0, S+1] finds both neighbours inside the array."""
+    n = x.shape[0]
+    if out is None:
+        out = np.empty((n, size + 3, size + 3), dtype=np.float32)
+    out[:, 0, :] = fill
+    out[:, size + 1:, :] = fill
+    out[:, :, 0] = fill
+    out[:, :, size + 1:] = fill
+    out[:, 1:size + 1, 1:size + 1] = x.reshape(n, size, size)
+    return out
+
+
 def bilinear_sample(padded: F32, src_x: F32, src_y: F32, out: F32 | None = None,
                     work: Workspace | None = None) -> F32:
-    """Read images at fractional coordinates, by bilinear interpolation.
+    """Read framed images at fractional coordinates, by bilinear interpolation.
 
-    padded: (N, S+2, S+2) float32, each image framed by one pixel of background.
-    src_x, src_y: (N, P) float32 source coordinates in the unframed image's pixels (x the
-    column, y the row), *overwritten* (they become the interpolation weights); anything beyond
-    the frame reads the frame. Returns (N, P) float32 (``out`` when given).
+    padded: (N, H, W) float32 from ``frame`` (H = W = S + 3).
+    src_x, src_y: (N, P) float32 coordinates in ``padded``'s pixels (x the column, y the row;
+    image pixel (i, j) sits at (i + 1, j + 1)), *overwritten* (they become the interpolation
+    weights). Points outside the image read the frame, i.e. the background.
+    Returns (N, P) float32 (``out`` when given).
 
     The four corners around each point are gathered with ``np.take`` on flat indices into the
     whole batch; the right and lower neighbours come from the same indices read in views of
@@ -190,15 +206,13 @@ def bilinear_sample(padded: F32, src_x: F32, src_y: F32, out: F32 | None = None,
     n, h, w = padded.shape
     shape = src_x.shape
     fx, fy = src_x, src_y
-    fx += np.float32(1.0)                                   # framed coordinates
-    fy += np.float32(1.0)
-    np.clip(fx, np.float32(0.0), np.float32(w - 1), out=fx)
-    np.clip(fy, np.float32(0.0), np.float32(h - 1), out=fy)
+    # Clamp to [0, S+1]: the farthest points land on the frame with weight 0 beyond it, and
+    # the corner (x0 + 1, y0 + 1) never leaves the array.
+    np.clip(fx, np.float32(0.0), np.float32(w - 2), out=fx)
+    np.clip(fy, np.float32(0.0), np.float32(h - 2), out=fy)
     x0 = np.floor(fx, out=work.get("x0", shape))
     y0 = np.floor(fy, out=work.get("y0", shape))
-    np.minimum(x0, np.float32(w - 2), out=x0)               # the last column/row: weight 1
-    np.minimum(y0, np.float32(h - 2), out=y0)
-    fx -= x0                                                # weights in [0, 1]
+    fx -= x0                                                # weights in [0, 1)
     fy -= y0
     y0 *= np.float32(w)
     y0 += x0                          # y0 * w + x0: exact in float32 while w * h < 2^24
@@ -246,7 +260,7 @@ class Workspace:
 
 
 def extreme_filter3(padded: F32, op) -> F32:
-    """3x3 maximum (``op=np.maximum``) or minimum filter of framed images.
+    """3x3 maximum (``op=np.maximum``) or minimum filter of images framed by one pixel.
 
     padded: (k, S+2, S+2) -> (k, S, S) float32; separable: rows of three, then columns."""
     rows = op(padded[:, :, :-2], padded[:, :, 1:-1])
