@@ -379,9 +379,10 @@ def test_divergence_stops_at_once_and_keeps_the_last_good_checkpoint(letters_fol
     assert good.exit_code == 0, good.output
     result = cli("--resume", str(run), "--set", "train.epochs=6", "--set", "optim.lr=1e6")
     assert result.exit_code == 1, result.output
-    match = re.fullmatch(r"Error: (loss|val_loss|train_loss) became (nan|inf|-inf|[0-9.e+]+) at epoch "
-                         r"(\d+)(, step \d+)?: training diverged; try a smaller learning rate "
-                         r"\(optim.lr=1e\+06 now\); last.npz keeps epoch (\d+)\n", result.stderr)
+    match = re.fullmatch(r"Error: (loss|val_loss|train_loss) became (nan|inf|-inf|[0-9.e+]+) "
+                         r"at epoch (\d+)(, step \d+)?: training diverged; "
+                         r"try a smaller learning rate \(optim.lr=1e\+06 now\); "
+                         r"last.npz keeps epoch (\d+)\n", result.stderr)
     assert match, result.stderr
     epoch, kept = int(match.group(3)), int(match.group(5))
     assert kept == epoch - 1 == saved_epoch(run) >= 2
