@@ -33,20 +33,8 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-SLOW_BLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
-UNSET_NOTE = "NNLETTERS_BENCH_UNSET_BLAS_VARS"  # tells the re-executed process what it removed
-
-
-def drop_slow_blas_vars() -> None:
-    """Re-execute this script without SLOW_BLAS_VARS (OpenBLAS reads them when NumPy is
-    imported, so they must be gone before that)."""
-    found = {k: os.environ[k] for k in SLOW_BLAS_VARS if k in os.environ}
-    if not found or "--keep-blas-env" in sys.argv:
-        return
-    env = {k: v for k, v in os.environ.items() if k not in SLOW_BLAS_VARS}
-    env[UNSET_NOTE] = json.dumps(found)
-    os.execve(sys.executable, [sys.executable, *sys.argv], env)
-
+from _blasenv import describe as describe_blas_env
+from _blasenv import drop_slow_blas_vars, openblas_env  # noqa: E402  (imports no NumPy)
 
 if __name__ == "__main__":
     drop_slow_blas_vars()
@@ -443,9 +431,7 @@ def environment(threads: int) -> dict:
             env[mod] = __import__(mod).__version__
         except ImportError:
             env[mod] = None
-    unset = json.loads(os.environ.get(UNSET_NOTE, "{}"))
-    still = {k: os.environ[k] for k in SLOW_BLAS_VARS if k in os.environ}
-    env["openblas_env"] = {"unset_for_this_run": unset, "still_set": still}
+    env["openblas_env"] = openblas_env()
     # Other processes on the machine make absolute figures noisy (ratios within a run hold up
     # better, since the rounds alternate): say how busy it was.
     env["load_average_1min"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
@@ -517,14 +503,7 @@ def print_report(result: dict) -> None:
         print("WARNING: other processes compete for the CPU: absolute figures are low and "
               "noisy, and with several BLAS threads even ratios move (a thread that loses its "
               "core stalls the others); rerun on a quiet machine, or compare with --threads 1")
-    ob = env["openblas_env"]
-    if ob["unset_for_this_run"]:
-        was = ", ".join(f"{k}={v}" for k, v in ob["unset_for_this_run"].items())
-        print(f"environment: unset for this benchmark command only: {was}")
-    elif ob["still_set"]:
-        print(f"environment: kept (--keep-blas-env), slows NumPy: {ob['still_set']}")
-    else:
-        print("environment: OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE not set")
+    print(describe_blas_env(env["openblas_env"]))
     print(f"GEMM roofline: NumPy float32 matmul at the step's shapes runs at "
           f"{result['gemm_gflops']:.1f} GFLOP/s ({result['gemm_gflops_credited']:.1f} in the "
           f"6 x batch x sum(fan_in x fan_out) count credited to every trainer, "

@@ -38,3 +38,24 @@ def test_bench_load_runs_on_a_small_folder(tmp_path):
                                    "--rounds", "1", "--json"))
     assert report["images"] == 10
     assert report["seconds"]["warm"] > 0 and report["seconds"]["cold"] > 0
+
+
+def test_bench_e2e_trains_both_sides_on_the_same_setup(tmp_path):
+    """nnletters' command and (when torch is importable) the PyTorch setup, tiny."""
+    import importlib.util
+
+    impls = "nnletters,torch" if importlib.util.find_spec("torch") else "nnletters"
+    out = run_script("benchmarks/bench_e2e.py", "--config", "configs/quickstart.yaml",
+                     "--epochs", "2", "--set", "data.synthetic.letters=A-D",
+                     "--set", "data.synthetic.per_class=40", "--set", "model.hidden=[32]",
+                     "--set", f"data.cache_dir={tmp_path / 'cache'}",
+                     "--impls", impls, "--json", "--keep-blas-env")
+    report = json.loads(out)
+    assert set(report["results"]) == set(impls.split(","))
+    for r in report["results"].values():
+        assert len(r["val_accuracy"]) == len(r["epoch_seconds"]) == 2
+        assert 0.0 <= r["test_accuracy"] <= 1.0 and r["wall_seconds"] > r["train_seconds"] > 0
+    if "torch" in report["results"]:
+        sides = report["results"].values()
+        assert len({r["n_train"] for r in sides}) == 1  # the same split on both sides
+        assert report["speedup_wall"] > 0

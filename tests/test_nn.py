@@ -95,6 +95,24 @@ def _step(opt, model, grad, lr):
     opt.step(lr)
 
 
+@pytest.mark.parametrize("p", [0.1, 0.3, 0.5])
+def test_dropout_keeps_1_minus_p_and_preserves_the_mean(p):
+    from nnletters.nn.layers import Dropout
+
+    layer = Dropout(p, np.random.default_rng(0))
+    x = np.random.default_rng(1).random((256, 512), dtype=np.float32) + 0.5
+    out = layer.forward(x, train=True)
+    kept = out != 0
+    assert out.dtype == np.float32 and abs(kept.mean() - (1 - p)) < 0.005
+    np.testing.assert_allclose(out[kept], x[kept] / (1 - p), rtol=1e-6)  # inverted scaling
+    assert abs(out.mean() / x.mean() - 1) < 0.01
+    dout = np.ones_like(x)
+    assert np.array_equal(layer.backward(dout) != 0, kept)  # the same mask on the way back
+    second = layer.forward(x, train=True).copy()
+    assert not np.array_equal(second != 0, kept)  # a fresh mask every step
+    assert layer.forward(x, train=False) is x  # evaluation: the identity
+
+
 def test_sgd_with_weight_decay_on_weights_only():
     model, g = _model_and_grad()
     w0 = model.theta.copy()
