@@ -9,12 +9,16 @@
         summary.json     best epoch and metric, final test accuracy and loss, sizes, times
         skipped.txt      unreadable input files and why (only when there were any)
         fonts.txt        fonts used to render synthetic letters (synthetic data only)
+        .lock            held by the process training in the folder (gone when it ends)
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -26,12 +30,19 @@ from nnletters.config import Config, load_config, to_yaml
 from nnletters.errors import CheckpointError, ConfigError, NNLettersError
 from nnletters.fileio import remove_temp_files, write_json, write_text
 
+try:
+    import fcntl
+except ImportError:  # Windows has no flock: runs are not locked there
+    fcntl = None  # type: ignore[assignment]
+
+LOCK_NAME = ".lock"
+
 
 def new_run_dir(cfg: Config, out: str | Path | None, runs_root: str | Path = "runs") -> Path:
     """``out`` exactly, or runs/<name>-<timestamp>; refuses a folder that holds a run.
 
-    The folder is only created by ``train_run``, once the data has loaded, so that a bad
-    data path leaves nothing behind."""
+    The folder is only created by ``train_run``, which removes it again if the run fails
+    before writing anything (a bad data path leaves nothing behind)."""
     if out is None:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         run_dir = Path(runs_root) / f"{cfg.name}-{stamp}"
@@ -41,12 +52,17 @@ def new_run_dir(cfg: Config, out: str | Path | None, runs_root: str | Path = "ru
             run_dir = Path(runs_root) / f"{cfg.name}-{stamp}-{suffix}"
     else:
         run_dir = Path(out)
-    if (run_dir / "last.npz").exists() or (run_dir / "best.npz").exists():
-        raise NNLettersError(f"{run_dir}: already holds a run; resume it with --resume "
-                             f"{run_dir} or choose another --out")
+    refuse_a_run(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise NNLettersError(f"{run_dir}: exists and is not a folder; choose another --out")
     return run_dir
+
+
+def refuse_a_run(run_dir: Path) -> None:
+    """NNLettersError if ``run_dir`` already holds a run (a checkpoint of it)."""
+    if (run_dir / "last.npz").exists() or (run_dir / "best.npz").exists():
+        raise NNLettersError(f"{run_dir}: already holds a run; resume it with --resume "
+                             f"{run_dir} or choose another --out")
 
 
 def make_run_dir(run_dir: Path) -> bool:
@@ -58,6 +74,82 @@ def make_run_dir(run_dir: Path) -> bool:
         raise NNLettersError(f"cannot create run folder {run_dir}: "
                              f"{exc.strerror or exc}") from None
     return not existed
+
+
+def remove_if_empty(run_dir: Path) -> None:
+    """Remove ``run_dir`` if nothing was written into it (a run that failed at once)."""
+    with contextlib.suppress(OSError):
+        if not any(run_dir.iterdir()):
+            run_dir.rmdir()
+
+
+# --------------------------------------------------------------------------- lock
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold RUN/.lock exclusively (``flock``) while this process trains in ``run_dir``.
+
+    A second process fails at once with one line naming the holder's pid, before it touches
+    any file. The kernel drops a flock when its process dies, even by SIGKILL, so a .lock
+    file left behind blocks nobody. Nothing is locked where flock is missing (Windows, some
+    network file systems) or the folder refuses the file (its first write will say why)."""
+    path = run_dir / LOCK_NAME
+    fd = _acquire_lock(path) if fcntl is not None else None
+    try:
+        yield
+    finally:
+        if fd is not None:
+            # Unlinked while still held: a process that opened the old file sees it is gone
+            # once it gets the lock, and tries again on a new one (see _acquire_lock).
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            os.close(fd)  # releases the flock
+
+
+def _acquire_lock(path: Path) -> int | None:
+    """-> the descriptor holding the flock on ``path``, or None when it cannot be locked."""
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = _lock_holder(fd)
+            os.close(fd)
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                return None  # this file system does not do flock
+            pid = f" (pid {holder})" if holder else ""
+            raise NNLettersError(f"{path.parent}: another nnletters process{pid} is training "
+                                 "in this folder; wait for it or choose another --out") from None
+        if _is_file_at(fd, path):
+            break
+        os.close(fd)  # locked a file its holder had just removed: lock the one there now
+    with contextlib.suppress(OSError):  # the pid only serves the message above
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
+def _lock_holder(fd: int) -> int | None:
+    """The pid written in a lock file (None before its holder has written it)."""
+    try:
+        return int(os.pread(fd, 32, 0).decode("ascii").strip())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+
+
+def _is_file_at(fd: int, path: Path) -> bool:
+    try:
+        here, there = os.fstat(fd), os.stat(path)
+    except OSError:
+        return False
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
+
+
+# --------------------------------------------------------------------------- training
 
 
 def model_meta(cfg: Config, model, classes: list[str], train_X: np.ndarray) -> dict[str, Any]:
@@ -77,8 +169,22 @@ def model_meta(cfg: Config, model, classes: list[str], train_X: np.ndarray) -> d
 
 
 def train_run(cfg: Config, run_dir: Path, *, progress: bool = False,
-              log: Callable[[str], None] = print, resume=None) -> dict[str, Any]:
-    """Train ``cfg`` into ``run_dir``; returns the summary written to summary.json.
+              log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train ``cfg`` into the new run folder ``run_dir``; returns the summary written to
+    summary.json. The folder is locked against other nnletters processes meanwhile."""
+    created = make_run_dir(run_dir)
+    try:
+        with run_lock(run_dir):
+            refuse_a_run(run_dir)  # again, now that no other process can start one here
+            return _train(cfg, run_dir, progress=progress, log=log)
+    finally:
+        if created:  # bad data or a full disk leaves no empty run folder behind
+            remove_if_empty(run_dir)
+
+
+def _train(cfg: Config, run_dir: Path, *, progress: bool, log: Callable[[str], None],
+           resume=None) -> dict[str, Any]:
+    """``train_run`` in a folder this process has locked.
 
     ``resume``: the run's last.npz (a ``Checkpoint``) to continue from (see ``resume_run``)."""
     from nnletters.data import load_splits
@@ -90,14 +196,8 @@ def train_run(cfg: Config, run_dir: Path, *, progress: bool = False,
     if cfg.data.path:  # saved absolute, so eval/report find the data from any folder
         cfg = replace(cfg, data=replace(cfg.data, path=str(Path(cfg.data.path).resolve())))
     splits = load_splits(cfg.data, cfg.seed, progress=progress)
-    created = make_run_dir(run_dir)
-    try:
-        write_text(run_dir / "config.yaml", to_yaml(cfg))  # a resume saves its new epochs
-        record_inputs(run_dir, splits, log)
-    except NNLettersError:
-        if created and not any(run_dir.iterdir()):
-            run_dir.rmdir()  # a full or read-only disk leaves no empty run folder behind
-        raise
+    write_text(run_dir / "config.yaml", to_yaml(cfg))  # a resume saves its new epochs
+    record_inputs(run_dir, splits, log)
     train, val, test = splits.train, splits.val, splits.test
     log(f"data: {len(splits.classes)} classes, {len(train.y)} train / {len(val.y)} val / "
         f"{len(test.y)} test images of {cfg.data.image_size}x{cfg.data.image_size} "
@@ -161,11 +261,20 @@ def resume_run(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = (),
     applied; ``--set train.epochs=N`` above the old value extends the run. A config that
     changes the architecture or the optimiser is refused. Resuming is exact: the finished
     run's weights are bit-identical to those of the same run never stopped."""
-    from nnletters.checkpoint import load_checkpoint
-
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CheckpointError(f"{run_dir}: no such run folder to resume")
+    with run_lock(run_dir):
+        ckpt, cfg = _resumable(run_dir, overrides, config_path)
+        remove_temp_files(run_dir)  # left by a crash in the middle of a write
+        return _train(cfg, run_dir, progress=progress, log=log, resume=ckpt)
+
+
+def _resumable(run_dir: Path, overrides: list[str] | tuple[str, ...],
+               config_path: str | Path | None) -> tuple[Any, Config]:
+    """The run's last.npz and the config to go on with, both checked fit for a resume."""
+    from nnletters.checkpoint import load_checkpoint
+
     last = run_dir / "last.npz"
     if not last.exists():
         raise CheckpointError(f"{run_dir}: no checkpoint to resume from (last.npz is "
@@ -177,8 +286,7 @@ def resume_run(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = (),
     cfg = load_config(config_path if config_path is not None else run_dir / "config.yaml",
                       overrides)
     check_resumable(cfg, ckpt, run_dir)
-    remove_temp_files(run_dir)  # left by a crash in the middle of a write
-    return train_run(cfg, run_dir, progress=progress, log=log, resume=ckpt)
+    return ckpt, cfg
 
 
 def check_resumable(cfg: Config, ckpt, run_dir: Path) -> None:

@@ -76,27 +76,31 @@ def remove_temp_files(folder: str | Path) -> list[Path]:
 
 
 CRASH_ENV = "NNLETTERS_TEST_CRASH_AT_WRITE"
-_writes_seen: dict[str, int] = {}
+STOP_ENV = "NNLETTERS_TEST_STOP_AT_WRITE"
+_writes_seen: dict[tuple[str, str], int] = {}
 
 
 def _test_crash_point(path: Path) -> None:
-    """Test hook for the crash-safety tests, inert unless $NNLETTERS_TEST_CRASH_AT_WRITE is set.
+    """Test hooks for the crash-safety and locking tests, inert unless one is set.
 
-    With ``NAME:N`` the process kills itself with SIGKILL during its N-th write of a file
-    called NAME, after the temp file is complete and before it replaces NAME: the worst
-    moment for a crash, reached deterministically (no timing, no sleeps).
+    With $NNLETTERS_TEST_CRASH_AT_WRITE=NAME:N the process kills itself with SIGKILL during
+    its N-th write of a file called NAME, after the temp file is complete and before it
+    replaces NAME: the worst moment for a crash, reached deterministically (no timing, no
+    sleeps). $NNLETTERS_TEST_STOP_AT_WRITE=NAME:N stops it there with SIGSTOP instead, so a
+    test can act while the run is known to be mid-training, then let it go on with SIGCONT.
     """
-    spec = os.environ.get(CRASH_ENV)
-    if not spec:
-        return
-    name, _, count = spec.rpartition(":")
-    if path.name != name:
-        return
-    _writes_seen[name] = _writes_seen.get(name, 0) + 1
-    if _writes_seen[name] == int(count):
-        import signal
+    for env, signal_name in ((CRASH_ENV, "SIGKILL"), (STOP_ENV, "SIGSTOP")):
+        spec = os.environ.get(env)
+        if not spec:
+            continue
+        name, _, count = spec.rpartition(":")
+        if path.name != name:
+            continue
+        _writes_seen[env, name] = _writes_seen.get((env, name), 0) + 1
+        if _writes_seen[env, name] == int(count):
+            import signal
 
-        os.kill(os.getpid(), signal.SIGKILL)
+            os.kill(os.getpid(), getattr(signal, signal_name))
 
 
 def write_text(path: str | Path, text: str) -> None:
