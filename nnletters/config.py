@@ -1,9 +1,11 @@
 """Experiment configs: YAML -> frozen dataclasses, refusing anything unknown or out of range.
 
 Every field declares its own constraint (like scikit-learn's ``_parameter_constraints``), and
-every refusal is one line naming the file, the dotted key, what was expected and what was given:
+every refusal is one line naming the file (or the ``--set`` override that gave the value), the
+dotted key, what was expected and what was given:
 
     configs/x.yaml: optim.lr: expected a number > 0, got -1
+    --set optim.lr=-1: optim.lr: expected a number > 0, got -1
 
 Unknown keys are refused with the closest valid key suggested (nanoGPT's configurator refuses
 them too). The resolved config is saved with every run, so a run folder says exactly what ran.
@@ -142,12 +144,17 @@ class Config:
 
 def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Read a YAML file (or start from defaults when ``path`` is None), apply ``key=value``
-    overrides, and validate everything. Raises ConfigError with a one-line message."""
+    overrides, and validate everything. Raises ConfigError with a one-line message that
+    names the override for a value given by one, and the file for the others."""
     raw: dict = {} if path is None else read_yaml_mapping(Path(path))
     where = str(path) if path is not None else "config"
+    origins: dict[str, str] = {}  # dotted key -> the override that set it
     for item in overrides:
-        _apply_override(raw, item)
-    return from_dict(raw, where)
+        key = _apply_override(raw, item)
+        # A later override of a whole section replaces what earlier ones set inside it.
+        origins = {k: v for k, v in origins.items() if not k.startswith(key + ".")}
+        origins[key] = f"--set {item}"
+    return from_dict(raw, where, origins=origins)
 
 
 def read_yaml_mapping(path: Path) -> dict:
@@ -179,7 +186,8 @@ def read_yaml_mapping(path: Path) -> dict:
     return raw
 
 
-def _apply_override(raw: dict, item: str) -> None:
+def _apply_override(raw: dict, item: str) -> str:
+    """Set ``key=value`` (value parsed as YAML) in ``raw``; -> the dotted key."""
     import yaml
 
     key, sep, text = item.partition("=")
@@ -198,10 +206,15 @@ def _apply_override(raw: dict, item: str) -> None:
             raise ConfigError(f"--set {key}: {'.'.join(parts[:depth + 1])} is not a section")
         node = child
     node[parts[-1]] = value
+    return key
 
 
-def from_dict(raw: dict, where: str = "config", cls: type = Config, prefix: str = "") -> Any:
-    """Build dataclass ``cls`` from a mapping, checking keys, types and ranges recursively."""
+def from_dict(raw: dict, where: str = "config", cls: type = Config, prefix: str = "", *,
+              origins: dict[str, str] | None = None) -> Any:
+    """Build dataclass ``cls`` from a mapping, checking keys, types and ranges recursively.
+
+    ``origins``: dotted key -> the ``--set`` override that gave it, named in errors instead
+    of ``where`` (the file)."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     for key in raw:
@@ -210,7 +223,7 @@ def from_dict(raw: dict, where: str = "config", cls: type = Config, prefix: str 
             close = difflib.get_close_matches(str(key), list(fields), n=1)
             hint = f" (did you mean '{prefix}{close[0]}'?)" if close else \
                 f" (valid keys: {', '.join(fields)})"
-            raise ConfigError(f"{where}: unknown key '{dotted}'{hint}")
+            raise ConfigError(f"{_source(where, origins, dotted)}: unknown key '{dotted}'{hint}")
     values = {}
     for name, f in fields.items():
         if name not in raw:
@@ -220,15 +233,31 @@ def from_dict(raw: dict, where: str = "config", cls: type = Config, prefix: str 
             if value is None:
                 value = {}
             if not isinstance(value, dict):
-                raise ConfigError(f"{where}: {dotted}: expected a section (mapping), "
-                                  f"got {value!r}")
-            values[name] = from_dict(value, where, hint, dotted + ".")
+                raise ConfigError(f"{_source(where, origins, dotted)}: {dotted}: expected a "
+                                  f"section (mapping), got {value!r}")
+            values[name] = from_dict(value, where, hint, dotted + ".", origins=origins)
         else:
-            values[name] = _check_value(where, dotted, value, hint, f.metadata)
+            values[name] = _check_value(_source(where, origins, dotted), dotted, value, hint,
+                                        f.metadata)
     cfg = cls(**values)
     if cls is Config:
-        _check_config(cfg, where)
+        _check_config(cfg, where, origins)
     return cfg
+
+
+def _source(where: str, origins: dict[str, str] | None, *dotted: str) -> str:
+    """What to name in an error about the keys ``dotted``: the first override that set one
+    of them (or a section holding it, or a key inside it), else ``where``."""
+    origins = origins or {}
+    for key in dotted:
+        parts = key.split(".")
+        for depth in range(len(parts), 0, -1):  # the key itself, then its sections
+            if ".".join(parts[:depth]) in origins:
+                return origins[".".join(parts[:depth])]
+        inside = [v for k, v in origins.items() if k.startswith(key + ".")]
+        if inside:
+            return inside[0]  # an unknown section that an override created
+    return where
 
 
 def _check_value(where: str, dotted: str, value: Any, hint: Any, meta: Any) -> Any:
@@ -294,18 +323,21 @@ def _num(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else str(x)
 
 
-def _check_config(cfg: Config, where: str) -> None:
+def _check_config(cfg: Config, where: str, origins: dict[str, str] | None = None) -> None:
     """Checks that involve more than one field."""
     d = cfg.data
     if d.val_fraction + d.test_fraction >= 1.0:
         raise ConfigError(
-            f"{where}: data.val_fraction + data.test_fraction: expected a sum < 1 so that "
+            f"{_source(where, origins, 'data.val_fraction', 'data.test_fraction')}: "
+            f"data.val_fraction + data.test_fraction: expected a sum < 1 so that "
             f"training data is left, got {d.val_fraction} + {d.test_fraction}")
     if d.source == "path" and not d.path:
-        raise ConfigError(f"{where}: data.path: expected a folder, archive or list file "
-                          f"(or data.source: synthetic), got {d.path!r}")
+        raise ConfigError(f"{_source(where, origins, 'data.path')}: data.path: expected a "
+                          f"folder, archive or list file (or data.source: synthetic), "
+                          f"got {d.path!r}")
     if cfg.model.loss == "quadratic" and cfg.model.label_smoothing:
-        raise ConfigError(f"{where}: model.label_smoothing: expected 0 with the quadratic loss, "
+        raise ConfigError(f"{_source(where, origins, 'model.label_smoothing', 'model.loss')}: "
+                          f"model.label_smoothing: expected 0 with the quadratic loss, "
                           f"got {cfg.model.label_smoothing}")
 
 

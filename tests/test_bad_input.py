@@ -116,6 +116,18 @@ def test_bad_config_is_one_line_naming_file_and_key(tmp_path, text, line):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("item, line", [
+    ("train.epochs=ten", "train.epochs: expected a whole number >= 1, got 'ten'"),
+    ("optim.momentun=0.9", "unknown key 'optim.momentun' (did you mean 'optim.momentum'?)"),
+])
+def test_bad_set_value_names_the_override_not_the_file(tmp_path, item, line):
+    cfg = tmp_path / "good.yaml"
+    cfg.write_text("data: {path: x}\ntrain: {epochs: 2}\n")
+    assert_error(invoke("train", "--config", cfg, "--set", item, "--out", tmp_path / "run"),
+                 f"Error: --set {item}: {line}")
+    assert not (tmp_path / "run").exists()
+
+
 def test_config_that_is_not_text(tmp_path):
     cfg = tmp_path / "bad.yaml"
     cfg.write_bytes(b"\xff\xfe\x00\x01")

@@ -50,11 +50,55 @@ def test_resolved_config_round_trips(tmp_path):
                                          "val_accuracy, val_loss, got 'acc'"),
     ("model=3", "model: expected a section (mapping), got 3"),
 ])
-def test_bad_values_name_file_key_expected_and_given(tmp_path, override, expected):
+def test_bad_values_name_override_key_expected_and_given(tmp_path, override, expected):
     path = write(tmp_path, "data: {path: x, val_fraction: 0.5}\n")
     message = error_of(path, [override])
-    assert message.startswith(f"{path}: ")
+    assert message.startswith(f"--set {override}: ")
     assert expected in message
+
+
+def test_bad_override_is_named_and_file_values_name_the_file(tmp_path):
+    path = write(tmp_path, "data: {path: x}\noptim: {lr: 0.1}\n")
+    assert error_of(path, ["train.epochs=ten"]) == \
+        "--set train.epochs=ten: train.epochs: expected a whole number >= 1, got 'ten'"
+    assert error_of(path, ["optim.momentun=0.9"]) == \
+        "--set optim.momentun=0.9: unknown key 'optim.momentun' (did you mean 'optim.momentum'?)"
+    bad = write(tmp_path, "data: {path: x}\noptim: {lr: -1}\n", "bad.yaml")
+    assert error_of(bad, ["train.epochs=3", "optim.momentum=0.5"]) == \
+        f"{bad}: optim.lr: expected a number > 0, got -1"  # good overrides: the file's fault
+    assert error_of(None, ["optim.lr=-1"]) == "--set optim.lr=-1: optim.lr: expected a number " \
+        "> 0, got -1"
+    assert error_of(None, []) == "config: data.path: expected a folder, archive or list file " \
+        "(or data.source: synthetic), got None"
+
+
+@pytest.mark.parametrize("overrides, line", [
+    # An override of a section owns every key inside it, and an unknown section it creates.
+    (["data.augment={enabled: true, rotate: 90}"], "--set data.augment={enabled: true, "
+     "rotate: 90}: data.augment.rotate: expected a number >= 0 and <= 45, got 90"),
+    (["optimizer.lr=0.1"], "--set optimizer.lr=0.1: unknown key 'optimizer' (did you mean "
+     "'optim'?)"),
+    # A later override of the section replaces an earlier one's key: the later one is named.
+    (["data.augment.rotate=10", "data.augment={rotate: 90}"],
+     "--set data.augment={rotate: 90}: data.augment.rotate: expected a number >= 0 and <= 45, "
+     "got 90"),
+    # Checks across keys name the first key's override, else the other's, else the file.
+    (["data.test_fraction=0.6"], "--set data.test_fraction=0.6: data.val_fraction + "
+     "data.test_fraction: expected a sum < 1 so that training data is left, got 0.5 + 0.6"),
+    (["model.loss=quadratic"], "--set model.loss=quadratic: model.label_smoothing: expected 0 "
+     "with the quadratic loss, got 0.1"),
+    (["data.path="], "--set data.path=: data.path: expected a folder, archive or list file "
+     "(or data.source: synthetic), got ''"),
+])
+def test_override_named_in_nested_and_cross_key_errors(tmp_path, overrides, line):
+    path = write(tmp_path, "data: {path: x, val_fraction: 0.5}\n"
+                           "model: {label_smoothing: 0.1}\n")
+    assert error_of(path, overrides) == line
+
+
+def test_cross_key_error_from_the_file_names_the_file(tmp_path):
+    path = write(tmp_path, "data: {path: x, val_fraction: 0.5, test_fraction: 0.5}\n")
+    assert error_of(path, ["optim.lr=0.1"]).startswith(f"{path}: data.val_fraction + ")
 
 
 def test_unknown_key_suggests_closest(tmp_path):
