@@ -167,8 +167,8 @@ def test_bad_config_key_is_one_error_line(letters, tmp_path):
     config = small_config(tmp_path, letters)
     result = gradcheck("--config", config, "--set", "model.activaton=tanh")
     assert result.exit_code == 1
-    assert error_line(result) == (f"Error: {config}: unknown key 'model.activaton' "
-                                  f"(did you mean 'model.activation'?)")
+    assert error_line(result) == ("Error: --set model.activaton=tanh: unknown key "
+                                  "'model.activaton' (did you mean 'model.activation'?)")
 
 
 def test_usage_errors_exit_2(letters, tmp_path):
