@@ -105,18 +105,27 @@ def resolve_data(args: argparse.Namespace) -> None:
 
 def blas_threads() -> int:
     """NumPy's BLAS threads (threadpoolctl), else the cores this process may use."""
-    try:
-        from threadpoolctl import threadpool_info
+    from _measure import numpy_blas
 
-        infos = [i for i in threadpool_info() if i.get("user_api") == "blas"]
-        if infos:
-            return int(infos[0]["num_threads"])
-    except ImportError:
-        pass
+    found = numpy_blas().get("num_threads")
+    if found:
+        return int(found)
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
 # --------------------------------------------------------------------------- the two sides
+
+
+def timed_run(cmd: list[str], threads: int, what: str) -> float:
+    """Run ``cmd`` from the project root with ``threads`` BLAS threads; -> its wall seconds,
+    process start to exit. RuntimeError with the end of its stderr when it fails."""
+    env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads))
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"{what} failed: {proc.stderr.strip()[-2000:]}")
+    return wall
 
 
 def run_nnletters(args: argparse.Namespace, work: Path, threads: int) -> dict:
@@ -126,12 +135,7 @@ def run_nnletters(args: argparse.Namespace, work: Path, threads: int) -> dict:
            "--out", str(out), "-q"]
     for s in overrides(args):
         cmd += ["--set", s]
-    env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads))
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise RuntimeError(f"nnletters train failed: {proc.stderr.strip()[-2000:]}")
+    wall = timed_run(cmd, threads, "nnletters train")
     summary = json.loads((out / "summary.json").read_text())
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()
             if line.strip()]
@@ -153,12 +157,7 @@ def run_torch(args: argparse.Namespace, work: Path, threads: int) -> dict:
         cmd += ["--epochs", str(args.epochs)]
     for s in args.set:
         cmd += ["--set", s]
-    env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads))
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise RuntimeError(f"torch worker failed: {proc.stderr.strip()[-2000:]}")
+    wall = timed_run(cmd, threads, "the torch worker")
     result = json.loads(out.read_text())
     result["wall_seconds"] = wall
     return result
