@@ -173,9 +173,9 @@ def torch_worker(args: argparse.Namespace) -> None:
 
     from nnletters.config import load_config
     from nnletters.data import load_splits
-    from nnletters.nn.augment import Augmenter
+    from nnletters.data.augment import Augmenter
+    from nnletters.data.images import data_polarity
     from nnletters.nn.schedules import Schedule
-    from nnletters.training import data_polarity
 
     cfg = load_config(args.config, overrides(args))
     m, o = cfg.model, cfg.optim

@@ -37,11 +37,24 @@ def per_class_scores(confusion: NDArray[np.int64], classes: list[str]) -> dict[s
             for i, name in enumerate(classes)}
 
 
+def evaluate_loss_accuracy(model, X: NDArray[np.float32], y: NDArray[np.int64],
+                           batch_size: int = 1024) -> tuple[float, float]:
+    """Mean loss and accuracy of ``model`` (inference mode) on (X, y)."""
+    if X.shape[0] == 0:
+        return float("nan"), float("nan")
+    total_loss, correct = 0.0, 0
+    for start in range(0, X.shape[0], batch_size):
+        xb, yb = X[start:start + batch_size], y[start:start + batch_size]
+        logits = model.forward(xb, train=False)
+        correct += int(np.count_nonzero(logits.argmax(axis=1) == yb))
+        loss, _ = model.loss(logits, yb, out=logits)
+        total_loss += loss * len(yb)
+    return total_loss / X.shape[0], correct / X.shape[0]
+
+
 def evaluate(model, X: NDArray[np.float32], y: NDArray[np.int64], classes: list[str],
              batch_size: int = 1024) -> dict[str, Any]:
     """Every figure ``nnletters eval`` reports, as one JSON-ready dict."""
-    from nnletters.training import evaluate_loss_accuracy
-
     loss, accuracy = evaluate_loss_accuracy(model, X, y, batch_size)
     pred = predict_classes(model, X, batch_size)
     confusion = confusion_matrix(y, pred, len(classes))

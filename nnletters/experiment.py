@@ -155,8 +155,7 @@ def _is_file_at(fd: int, path: Path) -> bool:
 def model_meta(cfg: Config, model, classes: list[str], train_X: np.ndarray) -> dict[str, Any]:
     """What eval and predict need to rebuild the model from a checkpoint alone, including
     how training glyphs look (polarity, share of the frame) so predict can match them."""
-    from nnletters.data.images import glyph_fill
-    from nnletters.training import data_polarity
+    from nnletters.data.images import data_polarity, glyph_fill
 
     light_on_dark = data_polarity(train_X, cfg.data.image_size)
     return {"name": cfg.name, "classes": classes, "image_size": cfg.data.image_size,
@@ -188,8 +187,8 @@ def _train(cfg: Config, run_dir: Path, *, progress: bool, log: Callable[[str], N
 
     ``resume``: the run's last.npz (a ``Checkpoint``) to continue from (see ``resume_run``)."""
     from nnletters.data import load_splits
+    from nnletters.data.augment import Augmenter
     from nnletters.evaluation import evaluate
-    from nnletters.nn.augment import Augmenter
     from nnletters.training import Trainer, build
 
     t_start = time.perf_counter()

@@ -27,6 +27,7 @@ from nnletters import metrics
 from nnletters.checkpoint import save_checkpoint
 from nnletters.config import Config, to_dict
 from nnletters.errors import CheckpointError, TrainingError
+from nnletters.evaluation import evaluate_loss_accuracy
 from nnletters.nn.ema import EMA, buffer_refs
 from nnletters.nn.model import MLP
 from nnletters.nn.optim import build_optimizer
@@ -118,21 +119,6 @@ def train_epoch(model: MLP, optimizer, X: F32, y: NDArray[np.int64], batch_size:
         if on_batch is not None:
             on_batch(len(idx), loss, correct)
     return total_loss / n, total_correct / n
-
-
-def evaluate_loss_accuracy(model: MLP, X: F32, y: NDArray[np.int64],
-                           batch_size: int = 1024) -> tuple[float, float]:
-    """Mean loss and accuracy of ``model`` (inference mode) on (X, y)."""
-    if X.shape[0] == 0:
-        return float("nan"), float("nan")
-    total_loss, correct = 0.0, 0
-    for start in range(0, X.shape[0], batch_size):
-        xb, yb = X[start:start + batch_size], y[start:start + batch_size]
-        logits = model.forward(xb, train=False)
-        correct += int(np.count_nonzero(logits.argmax(axis=1) == yb))
-        loss, _ = model.loss(logits, yb, out=logits)
-        total_loss += loss * len(yb)
-    return total_loss / X.shape[0], correct / X.shape[0]
 
 
 def build(cfg: Config, n_in: int, n_classes: int, rng: np.random.Generator
@@ -416,14 +402,3 @@ class Trainer:
         what = f"{bad} became {row[bad]}" if bad else "the weights became non-finite"
         raise TrainingError(f"{what} at epoch {row['epoch']}: training diverged; try a "
                             f"smaller learning rate (optim.lr={row['lr']:g} now)")
-
-
-def data_polarity(X: F32, image_size: int) -> bool:
-    """True when the training images are light glyphs on a dark background (like notMNIST),
-    judged from the mean of their border pixels."""
-    if X.shape[0] == 0:
-        return True
-    imgs = X[: min(2000, X.shape[0])].reshape(-1, image_size, image_size)
-    border = np.concatenate([imgs[:, 0, :], imgs[:, -1, :], imgs[:, :, 0], imgs[:, :, -1]],
-                            axis=1)
-    return bool(border.mean() < 0.5)

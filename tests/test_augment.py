@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from nnletters.config import AugmentConfig, load_config
-from nnletters.nn.augment import (
+from nnletters.data.augment import (
     Augmenter,
     bilinear_sample,
     elastic_upsampler,

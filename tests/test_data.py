@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-import nnletters.data as data_mod
+import nnletters.data.loading as data_mod
 from nnletters.cli_data import data_group
 from nnletters.config import DataConfig
 from nnletters.data import (

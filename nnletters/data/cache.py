@@ -20,15 +20,13 @@ import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import PIL
 
 from nnletters.data import images
-
-if TYPE_CHECKING:
-    from nnletters.data import Dataset
+from nnletters.data.dataset import Dataset
 
 FORMAT_VERSION = 1
 ENV_VAR = "NNLETTERS_CACHE_DIR"
@@ -87,7 +85,6 @@ def store(file: Path, key: str, ds: Dataset, extra: dict[str, Any] | None = None
 
 def fetch(file: Path, key: str) -> tuple[Dataset, dict[str, Any]] | None:
     """The cached dataset and its ``extra`` dict, or None when absent, stale or unreadable."""
-    from nnletters.data import Dataset
 
     try:
         with np.load(file, allow_pickle=False) as z:

@@ -374,3 +374,14 @@ def _pool_context() -> multiprocessing.context.BaseContext:
     if sys.platform.startswith("linux"):
         return multiprocessing.get_context("fork")
     return multiprocessing.get_context()
+
+
+def data_polarity(X: npt.NDArray[np.float32], image_size: int) -> bool:
+    """True when the training images are light glyphs on a dark background (like notMNIST),
+    judged from the mean of their border pixels."""
+    if X.shape[0] == 0:
+        return True
+    imgs = X[: min(2000, X.shape[0])].reshape(-1, image_size, image_size)
+    border = np.concatenate([imgs[:, 0, :], imgs[:, -1, :], imgs[:, :, 0], imgs[:, :, -1]],
+                            axis=1)
+    return bool(border.mean() < 0.5)

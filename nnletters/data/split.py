@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
-if TYPE_CHECKING:
-    from nnletters.data import Dataset
+from nnletters.data.dataset import Dataset
 
 Index = npt.NDArray[np.int64]
 
@@ -68,7 +66,6 @@ def dedup_against(train: Dataset, others: Dataset | Iterable[Dataset]) -> tuple[
     """Drop training images pixel-identical to an image of ``others`` (val, test), so that a
     score on those splits is not inflated by images the model has seen.
     -> (the remaining training set, how many were dropped)."""
-    from nnletters.data import Dataset
 
     others = [others] if isinstance(others, Dataset) else list(others)
     seen = {row.tobytes() for other in others for row in other.X}

@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -28,6 +28,7 @@ from PIL import Image, ImageDraw, ImageFilter, features
 
 from nnletters.config import SyntheticConfig
 from nnletters.data import cache as cache_store
+from nnletters.data.dataset import Dataset
 from nnletters.data.fonts import (
     BUILTIN_NAME,
     builtin_font,
@@ -39,9 +40,6 @@ from nnletters.data.images import to_unit_float
 from nnletters.data.split import stratified_split
 from nnletters.errors import DataError
 from nnletters.fileio import write_text
-
-if TYPE_CHECKING:
-    from nnletters.data import Dataset
 
 __all__ = ["find_fonts", "load_synthetic", "parse_letters", "render_letters", "write_dataset"]
 
@@ -345,7 +343,6 @@ def load_synthetic(cfg: SyntheticConfig, image_size: int, seed: int, *, cache: b
 def _dataset(X: NDArray[np.uint8], y: NDArray[np.int64], face_of: NDArray[np.int16],
              fonts: list[str], letters: list[str]) -> Dataset:
     """Rendered images ``X (N, S, S) uint8`` -> Dataset with ``X (N, S*S) float32``."""
-    from nnletters.data import Dataset  # here: nnletters.data imports this module
 
     n, size = len(X), X.shape[1]
     # Synthetic images have no file: the "path" names the font, the letter and its number,

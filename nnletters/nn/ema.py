@@ -100,5 +100,5 @@ def buffer_refs(model) -> list[tuple[str, object, str]]:
     """(state-dict key, layer, attribute) of every non-trainable array of the model, keyed
     as in ``MLP.state_dict`` (``<i>/<name>``)."""
     return [(f"{i}/{name}", layer, name)
-            for i, layer in enumerate(model._stateful_layers())
+            for i, layer in enumerate(model.stateful_layers())
             for name in layer.buffer_names]

@@ -91,7 +91,7 @@ def check_gradients(model, X: NDArray, y: NDArray[np.int64], weight_decay: float
 
 def _named_params(model) -> list[tuple[str, NDArray]]:
     out = []
-    for i, layer in enumerate(model._stateful_layers()):
+    for i, layer in enumerate(model.stateful_layers()):
         for pname, _, _ in layer.param_specs:
             out.append((f"model/{i}/{pname}", getattr(layer, pname)))
     return out

@@ -137,7 +137,7 @@ class MLP:
     def state_dict(self) -> dict[str, np.ndarray]:
         """Arrays only: ``{"<i>/<name>": array}`` for every parameter-holding layer i."""
         state: dict[str, np.ndarray] = {}
-        for i, layer in enumerate(self._stateful_layers()):
+        for i, layer in enumerate(self.stateful_layers()):
             for name, _, _ in layer.param_specs:
                 state[f"{i}/{name}"] = getattr(layer, name).copy()
             for name in layer.buffer_names:
@@ -150,7 +150,7 @@ class MLP:
         missing = sorted(set(expected) - set(state))
         if missing:
             raise KeyError(f"missing arrays: {', '.join(missing)}")
-        for i, layer in enumerate(self._stateful_layers()):
+        for i, layer in enumerate(self.stateful_layers()):
             for name in [n for n, _, _ in layer.param_specs] + list(layer.buffer_names):
                 src = state[f"{i}/{name}"]
                 dst = getattr(layer, name)
@@ -159,7 +159,7 @@ class MLP:
                                      f"model expects {dst.shape}")
                 dst[...] = src
 
-    def _stateful_layers(self) -> list[Layer]:
+    def stateful_layers(self) -> list[Layer]:
         return [layer for layer in self.layers if layer.param_specs or layer.buffer_names]
 
     def dropout_layers(self) -> list[Dropout]:
