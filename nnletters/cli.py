@@ -1,8 +1,11 @@
-"""The ``nnletters`` command line: thin Click commands that parse, call one function, print.
+"""The ``nnletters`` command line: every command, thin Click functions that parse, call one
+library function, print.
 
 nnletters' own errors become ``Error: <one line>`` and exit code 1 (``--debug`` shows the
-traceback instead); bad usage is Click's exit code 2. Heavy imports happen inside commands so
-that ``nnletters predict`` starts fast.
+traceback instead); bad usage is Click's exit code 2. Every command goes through the same
+``handle_errors``. Only Click and the standard library are imported at module level: each
+command imports what it needs when it runs, so that ``nnletters predict`` starts fast (NumPy,
+Pillow and Click only).
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from typing import Any
 import click
 
 from nnletters.errors import NNLettersError
+
+# --------------------------------------------------------------------------- shared pieces
 
 
 def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -47,6 +52,28 @@ def _debug() -> bool:
     return bool(ctx is not None and (ctx.find_root().obj or {}).get("debug"))
 
 
+def _check_overrides(_ctx: click.Context, _param: click.Parameter,
+                     items: tuple[str, ...]) -> tuple[str, ...]:
+    for item in items:
+        if "=" not in item or not item.partition("=")[0].strip():
+            raise click.UsageError(f"--set {item!r}: expected KEY=VALUE, e.g. optim.lr=0.01")
+    return items
+
+
+set_option = click.option(
+    "--set", "overrides", multiple=True, metavar="KEY=VALUE", callback=_check_overrides,
+    help="Override a config key (value parsed as YAML); repeatable.")
+config_option = click.option(
+    "--config", "config_path", type=click.Path(dir_okay=False),
+    help="YAML experiment config.")
+run_argument = click.argument("target", required=False, metavar="[RUN_DIR|CHECKPOINT]")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+
+
+def _progress(quiet: bool = False) -> bool:
+    return not quiet and sys.stderr.isatty()
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show Python tracebacks for errors.")
 @click.version_option(package_name="nnletters")
@@ -68,14 +95,15 @@ def _warnings_on_one_line() -> Iterator[None]:
         yield
 
 
+# --------------------------------------------------------------------------- train
+
+
 @main.command()
-@click.option("--config", "config_path", type=click.Path(dir_okay=False),
-              help="YAML experiment config.")
+@config_option
 @click.option("--resume", "resume_dir", type=click.Path(), metavar="RUN_DIR",
               help="Continue a stopped run from its last complete epoch (its own config.yaml "
                    "is used; --set train.epochs=N extends the run).")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override a config key (value parsed as YAML); repeatable.")
+@set_option
 @click.option("--out", type=click.Path(file_okay=False), help="Run folder (exactly this path).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no per-epoch lines.")
 @click.option("--report", "make_report", is_flag=True,
@@ -87,36 +115,34 @@ def train(config_path: str | None, resume_dir: str | None, overrides: tuple[str,
 
     Ctrl-C (or SIGTERM) stops between two steps, keeps the last complete epoch's checkpoint
     and exits 130 (143)."""
-    from nnletters.config import load_config
-    from nnletters.experiment import new_run_dir, resume_run, train_run
+    from nnletters.run_folder import new_run_dir, resume_run, train_run
 
     if config_path is None and resume_dir is None:
         raise click.UsageError("Missing option '--config' (or '--resume RUN_DIR').")
     if resume_dir is not None and out is not None:
         raise click.UsageError("--resume continues the run in its own folder; drop --out.")
-    for item in overrides:
-        if "=" not in item or not item.partition("=")[0].strip():
-            raise click.UsageError(f"--set {item!r}: expected KEY=VALUE, e.g. optim.lr=0.01")
-    progress = not quiet and sys.stderr.isatty()
-    log = (lambda _msg: None) if quiet else (lambda msg: click.echo(msg))
+    log = (lambda _msg: None) if quiet else click.echo
     if resume_dir is not None:
         run_dir = Path(resume_dir)
         start = functools.partial(resume_run, run_dir, overrides, config_path)
     else:
+        from nnletters.config import load_config
+
         cfg = load_config(config_path, overrides)
         run_dir = new_run_dir(cfg, out)
         start = functools.partial(train_run, cfg, run_dir)
     try:
-        summary = start(progress=progress, log=log)
+        run = start(progress=_progress(quiet), log=log)
     except KeyboardInterrupt as exc:
         click.echo(_interrupted_line(exc, run_dir), err=True)
         sys.exit(getattr(exc, "exit_code", 130))
-    if quiet and summary.get("test_accuracy") is not None:
-        click.echo(f"test accuracy {100 * summary['test_accuracy']:.2f}%  run folder {run_dir}")
+    if quiet and run.summary.get("test_accuracy") is not None:
+        click.echo(f"test accuracy {100 * run.summary['test_accuracy']:.2f}%  "
+                   f"run folder {run_dir}")
     if make_report:
         from nnletters.report import write_report
 
-        click.echo(f"report {write_report(run_dir, progress=progress)['report.html']}")
+        click.echo(f"report {write_report(run_dir, progress=_progress(quiet))['report.html']}")
 
 
 def _interrupted_line(exc: KeyboardInterrupt, run_dir: Path) -> str:
@@ -130,23 +156,26 @@ def _interrupted_line(exc: KeyboardInterrupt, run_dir: Path) -> str:
     return "Interrupted before any epoch was saved; nothing to resume"
 
 
+# --------------------------------------------------------------------------- eval, predict
+
+
 @main.command("eval")
-@click.argument("target", required=False)
+@run_argument
 @click.option("--data", "data_path", type=click.Path(),
               help="Evaluate on all of this dataset instead of the run's test split.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@json_option
 @handle_errors
 def eval_command(target: str | None, data_path: str | None, as_json: bool) -> None:
     """Accuracy, loss, per-class scores and confusion matrix of a run or checkpoint
     (default: the most recent run under runs/)."""
-    from nnletters.evaluation import evaluate_checkpoint, format_report
+    from nnletters.evaluation import evaluate_checkpoint, format_evaluation
 
-    result = evaluate_checkpoint(target, data_path, progress=not as_json and sys.stderr.isatty())
+    result = evaluate_checkpoint(target, data_path, progress=_progress(as_json))
     if as_json:
         click.echo(json.dumps(result))
     else:
         click.echo(f"checkpoint {result['checkpoint']}")
-        click.echo(format_report(result))
+        click.echo(format_evaluation(result))
 
 
 @main.command()
@@ -154,7 +183,7 @@ def eval_command(target: str | None, data_path: str | None, as_json: bool) -> No
 @click.option("--checkpoint", "target", help="Run folder or .npz (default: the latest run).")
 @click.option("--top-k", default=3, show_default=True, type=click.IntRange(min=1),
               help="How many of the most likely letters to show.")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of results.")
+@json_option
 @handle_errors
 def predict(images: tuple[str, ...], target: str | None, top_k: int, as_json: bool) -> None:
     """The letter in each IMAGE (files or folders of images), with probabilities."""
@@ -174,17 +203,166 @@ def predict(images: tuple[str, ...], target: str | None, top_k: int, as_json: bo
         sys.exit(1)
 
 
-def _register_commands() -> None:
-    """Commands that live in their own modules (each imports only click at module level)."""
-    from nnletters.cli_data import data_group
-    from nnletters.cli_gradcheck import gradcheck
-    from nnletters.cli_report import report_command
-    from nnletters.cli_synth import synth_command
-
-    data_group.add_command(synth_command)
-    main.add_command(data_group)
-    main.add_command(gradcheck)
-    main.add_command(report_command)
+# --------------------------------------------------------------------------- report
 
 
-_register_commands()
+@main.command("report")
+@click.argument("runs", nargs=-1, metavar="[RUN_DIR]...")
+@click.option("--data", "data_path", type=click.Path(),
+              help="Report on all of this dataset instead of the run's test split.")
+@click.option("--out", type=click.Path(file_okay=False),
+              help="Folder for the files (default: RUN_DIR/report/; with --compare, "
+                   "the current folder).")
+@click.option("--compare", is_flag=True,
+              help="Overlay the validation curves of two or more RUN_DIRs in compare.png.")
+@handle_errors
+def report_command(runs: tuple[str, ...], data_path: str | None, out: str | None,
+                   compare: bool) -> None:
+    """Pictures of a run (default: the latest under runs/): curves.png, confusion.png,
+    mistakes.png, weights.png and a self-contained report.html."""
+    if compare:
+        if len(runs) < 2:
+            raise click.UsageError("--compare needs two or more RUN_DIRs.")
+        if data_path is not None:
+            raise click.UsageError("--data cannot be used with --compare.")
+        from nnletters.report import write_compare
+
+        click.echo(f"wrote {write_compare(list(runs), out)}")
+        return
+    if len(runs) > 1:
+        raise click.UsageError("Give one RUN_DIR (or use --compare to compare several).")
+    from nnletters.report import write_report
+
+    written = write_report(runs[0] if runs else None, data_path, out, progress=_progress())
+    click.echo(f"wrote {written['report.html']}")
+    click.echo("  and " + ", ".join(str(p.name) for name, p in written.items()
+                                    if name != "report.html") + " beside it")
+
+
+# --------------------------------------------------------------------------- gradcheck
+
+
+@main.command("gradcheck")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
+              help="YAML experiment config whose model and data to check.")
+@set_option
+@click.option("--samples", default=8, show_default=True, type=click.IntRange(min=1),
+              help="Training samples the checked loss averages over.")
+@click.option("--entries", default=64, show_default=True, type=click.IntRange(min=1),
+              help="Entries checked per parameter tensor (a seeded random subset when larger).")
+@click.option("--threshold", default=1e-4, show_default=True,
+              type=click.FloatRange(min=0.0, min_open=True),
+              help="Largest max relative error a tensor may show and pass.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list, one object per tensor.")
+@handle_errors
+def gradcheck(config_path: str, overrides: tuple[str, ...], samples: int, entries: int,
+              threshold: float, as_json: bool) -> None:
+    """Compare backprop's gradient of every parameter tensor with central finite
+    differences in float64, on a few real training samples. Exits 1 if any tensor fails."""
+    from nnletters.config import load_config
+    from nnletters.gradcheck_report import (
+        check_config_gradients,
+        format_gradcheck,
+        gradcheck_rows,
+    )
+
+    cfg = load_config(config_path, overrides)
+    report = check_config_gradients(cfg, samples, entries, threshold,
+                                    progress=_progress(as_json))
+    click.echo(json.dumps(gradcheck_rows(report)) if as_json else format_gradcheck(report))
+    if report.failed:
+        raise click.ClickException(
+            f"gradient check failed for {', '.join(report.failed)}: max relative error "
+            f"above {threshold:g}, so backprop disagrees with the finite differences")
+
+
+# --------------------------------------------------------------------------- data
+
+
+@main.group("data")
+def data_group() -> None:
+    """Inspect datasets, render synthetic letters, manage the decoded-data cache."""
+
+
+@data_group.command("inspect")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+@click.option("--split", "split_config", type=click.Path(path_type=Path), default=None,
+              help="Config YAML whose seed and data fractions give the split to check for "
+                   "train/test leakage.")
+@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Decoding processes; 0 picks one per core.")
+@handle_errors
+def inspect_command(path: Path, as_json: bool, split_config: Path | None, workers: int) -> None:
+    """Report what the dataset at PATH holds: images per class, sizes and modes, unreadable
+    files, blank images, identical images and conflicting labels."""
+    from nnletters.data.inspect import format_inspection, inspect_dataset
+
+    report = inspect_dataset(path, split_config=split_config, workers=workers, progress=True)
+    click.echo(json.dumps(report, ensure_ascii=False) if as_json else format_inspection(report))
+
+
+@data_group.command("cache")
+@click.option("--clear", is_flag=True, help="Remove every cached dataset.")
+@click.option("--dir", "cache_dir", type=click.Path(path_type=Path), default=None,
+              help="Cache folder (default: $NNLETTERS_CACHE_DIR or ~/.cache/nnletters).")
+@handle_errors
+def cache_command(clear: bool, cache_dir: Path | None) -> None:
+    """Show the cache folder and its entries, or remove them with --clear."""
+    from nnletters.data import cache
+
+    folder = cache_dir.expanduser() if cache_dir else cache.default_cache_dir()
+    found = cache.clear(folder) if clear else cache.entries(folder)
+    total = _size(sum(e.size for e in found))
+    if clear:
+        click.echo(f"{folder}: removed {_count(len(found), 'entry', 'entries')} ({total})")
+        return
+    click.echo(f"{folder}: {_count(len(found), 'entry', 'entries')}, {total}")
+    for entry in found:
+        click.echo(f"  {entry.path.name}  {_size(entry.size)}")
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
+def _size(n_bytes: float) -> str:
+    for unit in ("B", "KB", "MB"):
+        if n_bytes < 1024:
+            return f"{n_bytes:.0f} {unit}" if unit == "B" else f"{n_bytes:.1f} {unit}"
+        n_bytes /= 1024
+    return f"{n_bytes:.1f} GB"
+
+
+@data_group.command("synth")
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--letters", default="A-Z", show_default=True,
+              help="Letters to render: a range 'A-J', a list 'ABC', or both 'A-E,X-Z'.")
+@click.option("--size", type=click.IntRange(4, 256), default=28, show_default=True,
+              help="Image width and height in pixels.")
+@click.option("--per-class", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Images per letter.")
+@click.option("--layout", type=click.Choice(["folders", "lists"]), default="folders",
+              show_default=True,
+              help="folders: OUT/A/A_00001.png ...; lists: OUT/images/ plus train.txt, "
+                   "validate.txt, test.txt of 'path label' lines.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Same seed and same fonts give the same images.")
+@click.option("--style", type=click.Choice(["notmnist", "ink"]), default="notmnist",
+              show_default=True,
+              help="notmnist: light letter filling a dark frame; ink: dark letter on white "
+                   "(the teaching series' images).")
+@handle_errors
+def synth_command(out_dir: Path, letters: str, size: int, per_class: int, layout: str,
+                  seed: int, style: str) -> None:
+    """Render capital letters with this machine's fonts and write them to OUT_DIR."""
+    from nnletters.data.synthetic import write_dataset
+
+    summary = write_dataset(out_dir, letters, size, per_class, seed, layout=layout,
+                            style=style, progress=True)
+    splits = summary.get("splits")
+    detail = (" (" + ", ".join(f"{name} {n}" for name, n in splits.items()) + ")"
+              if splits else "")
+    click.echo(f"wrote {summary['images']} images of {len(summary['letters'])} letters "
+               f"({size}x{size}, {style} style, {len(summary['fonts'])} fonts) to {out_dir} "
+               f"in the {layout} layout{detail}")

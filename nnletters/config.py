@@ -42,8 +42,9 @@ class SyntheticConfig:
 
     letters: str = _spec("A-Z", doc="letters to render: a range 'A-J' or a list 'ABC'")
     per_class: int = _spec(300, low=1, doc="images rendered per letter")
-    style: str = _spec("notmnist", choices=("notmnist", "seed"),
-                       doc="notmnist: light glyph filling the frame on dark; seed: dark on light")
+    style: str = _spec("notmnist", choices=("notmnist", "ink", "seed"),
+                       doc="notmnist: light glyph filling the frame on dark; ink: dark on "
+                           "light (seed: ink's old name)")
 
 
 @dataclass(frozen=True)

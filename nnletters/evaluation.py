@@ -70,7 +70,7 @@ def predict_classes(model, X: NDArray[np.float32], batch_size: int = 1024) -> ND
     return out
 
 
-def format_report(result: dict[str, Any]) -> str:
+def format_evaluation(result: dict[str, Any]) -> str:
     """Human-readable text of ``evaluate``'s result."""
     classes = result["classes"]
     lines = [f"accuracy {100 * result['accuracy']:.2f}%   loss {result['loss']:.4f}   "

@@ -112,6 +112,16 @@ def write_json(path: str | Path, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+def read_json(path: str | Path) -> Any:
+    """The JSON value in ``path`` (NNLettersError naming the file when it is unreadable)."""
+    from nnletters.errors import NNLettersError
+
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise NNLettersError(f"{path}: cannot read it ({exc})") from None
+
+
 def write_with(path: str | Path, writer: Callable[[IO[bytes]], None]) -> None:
     """Atomically write a binary file produced by ``writer(file_object)``."""
     with atomic_open(path, "wb") as fh:

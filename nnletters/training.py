@@ -1,5 +1,7 @@
-"""The training loop: epochs of shuffled minibatches, validation, schedules, early stopping,
-checkpoints and metrics files. ``fit`` returns the history, one row per epoch.
+"""The training loop: epochs of shuffled minibatches, validation, schedules, the best weights,
+checkpoints, and all of resuming. ``Trainer.fit`` returns the state with the history, one
+row per epoch; everything that only watches or steers (metrics files, progress lines, early
+stopping, a tuner's pruning) is a callback (``nnletters.callbacks``).
 
 One ``numpy.random.Generator`` drives everything random in a run (initial weights, the
 shuffle order, dropout masks); its state is saved with every checkpoint, so a resumed run
@@ -12,10 +14,9 @@ import contextlib
 import math
 import shlex
 import signal
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,9 +25,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from nnletters import metrics
-from nnletters.checkpoint import save_checkpoint
+from nnletters.callbacks import Callback, CallbackList
+from nnletters.checkpoint import load_checkpoint, save_checkpoint
 from nnletters.config import Config, to_dict
-from nnletters.errors import CheckpointError, TrainingError
+from nnletters.errors import CheckpointError, ConfigError, NNLettersError, TrainingError
 from nnletters.evaluation import evaluate_loss_accuracy
 from nnletters.nn.ema import EMA, buffer_refs
 from nnletters.nn.model import MLP
@@ -49,13 +51,17 @@ class TrainState:
     best_metric: float | None = None
     best_epoch: int = 0
     bad_epochs: int = 0                 # epochs since the monitored metric last improved
-    stopped_early: bool = False
+    stop_reason: str | None = None      # why a callback ended the run before train.epochs
     history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def stopped_early(self) -> bool:
+        return self.stop_reason is not None
 
     def to_meta(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "best_metric": self.best_metric,
                 "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs,
-                "stopped_early": self.stopped_early}
+                "stopped_early": self.stopped_early, "stop_reason": self.stop_reason}
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -140,25 +146,211 @@ def improved(value: float, best: float | None, monitor: str, min_delta: float) -
     return value > best + min_delta
 
 
+class SignalGuard:
+    """SIGINT and SIGTERM, noted while training and acted on between two steps, so a signal
+    never lands inside an update or a write. A second signal stops at once (every file write
+    is atomic, so that is safe too)."""
+
+    def __init__(self, interrupted: Callable[[int], Interrupted]) -> None:
+        self.interrupted = interrupted
+        self.received: list[int] = []
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield  # Python lets only the main thread install handlers
+            return
+
+        def note(signum: int, _frame: Any) -> None:
+            if self.received:
+                raise self.interrupted(signum)
+            self.received.append(signum)
+
+        previous = [(s, signal.signal(s, note)) for s in STOP_SIGNALS]
+        try:
+            yield
+        finally:
+            for s, handler in previous:
+                signal.signal(s, handler)
+
+    def check(self) -> None:
+        """Raise Interrupted if a signal came since training started."""
+        if self.received:
+            raise self.interrupted(self.received[0])
+
+
+class BestWeights:
+    """The weights that are evaluated (the EMA of the weights when optim.ema is on, else the
+    weights themselves) and a copy of them at the best epoch so far."""
+
+    def __init__(self, model: MLP, ema: EMA | None) -> None:
+        self.model, self.ema = model, ema
+        self.theta: F32 | None = None
+        self.buffers: dict[str, np.ndarray] = {}  # batch-norm statistics of theta
+
+    def evaluated(self) -> contextlib.AbstractContextManager:
+        """Within this block the model holds the weights that are validated, saved as best
+        and returned."""
+        return self.ema.applied() if self.ema else contextlib.nullcontext()
+
+    def keep(self) -> None:
+        with self.evaluated():
+            self.keep_current()
+
+    def keep_current(self) -> None:
+        """Copy the model's weights and buffers as they are now (no EMA swap)."""
+        self.theta = self.model.theta.copy()
+        self.buffers = {key: getattr(layer, name).copy()
+                        for key, layer, name in buffer_refs(self.model)}
+
+    def load(self) -> None:
+        """Put the kept weights into the model (the run ends with them)."""
+        self.model.theta[...] = self.theta
+        for key, layer, name in buffer_refs(self.model):
+            if key in self.buffers:  # absent after a resume: theta only
+                getattr(layer, name)[...] = self.buffers[key]
+
+
 class Trainer:
-    """Runs ``fit`` for one run folder: builds nothing itself, writes every file atomically."""
+    """Runs the epochs of one run folder: builds nothing itself, writes every file
+    atomically, and hands every epoch to its callbacks."""
 
     def __init__(self, cfg: Config, model: MLP, optimizer, schedule: Schedule,
                  rng: np.random.Generator, train, val, run_dir: Path,
-                 meta: dict[str, Any], *, progress: bool = False,
-                 log: Callable[[str], None] = print) -> None:
+                 meta: dict[str, Any], callbacks: Iterable[Callback] = ()) -> None:
         self.cfg, self.model, self.optimizer, self.schedule = cfg, model, optimizer, schedule
         self.rng, self.train, self.val = rng, train, val
         self.run_dir, self.meta_base = Path(run_dir), meta
-        self.progress, self.log = progress, log
+        self.callbacks = CallbackList(callbacks)
         self.state = TrainState()
-        self.best_theta: F32 | None = None
-        self.best_buffers: dict[str, np.ndarray] = {}  # batch-norm statistics of best_theta
-        self.transform: Callable[[F32], F32] | None = None
+        self.transform: Callable[[F32], F32] | None = None  # augmentation of each batch
         # optim.ema: the averaged weights are the ones validated, kept as best, and returned.
         self.ema = EMA(model, cfg.optim.ema) if cfg.optim.ema else None
-        self._signals: list[int] = []  # SIGINT/SIGTERM received during fit, not yet acted on
-        self._saved_epoch = 0          # epoch of the newest complete checkpoint on disk
+        self.best = BestWeights(model, self.ema)
+        self.signals = SignalGuard(self._interrupted)
+        self._saved_epoch = 0  # epoch of the newest complete checkpoint on disk
+        self._stop: str | None = None
+
+    def request_stop(self, reason: str) -> None:
+        """End the run after the current epoch is saved (for callbacks)."""
+        self._stop = reason
+
+    def evaluated_weights(self) -> contextlib.AbstractContextManager:
+        return self.best.evaluated()
+
+    # ------------------------------------------------------------------ the loop
+
+    def fit(self) -> TrainState:
+        """Train until cfg.train.epochs or a callback's stop. SIGINT/SIGTERM end the run
+        between two steps with ``Interrupted``; a diverged loss with TrainingError. Either
+        way the files on disk are those of the last complete epoch."""
+        try:
+            # Overflow is how divergence starts: it is reported as one TrainingError below,
+            # not as a stream of NumPy RuntimeWarnings.
+            with self.signals.installed(), np.errstate(over="ignore", invalid="ignore"):
+                return self._fit()
+        except TrainingError as exc:
+            kept = (f"last.npz keeps epoch {self._saved_epoch}" if self._saved_epoch
+                    else "no epoch was saved")
+            error = TrainingError(f"{exc}; {kept}")
+            self.callbacks.on_exception(error)
+            raise error from None
+        except BaseException as exc:
+            self.callbacks.on_exception(exc)
+            raise
+
+    def _fit(self) -> TrainState:
+        st = self.state
+        self.callbacks.on_train_begin(self)
+        while st.epoch < self.cfg.train.epochs and not st.stopped_early:
+            self.signals.check()
+            row = self._run_epoch(st.epoch + 1)
+            self._end_epoch(row)
+        if self.best.theta is not None:
+            self.best.load()  # finish with the best weights
+        return st
+
+    def _run_epoch(self, epoch: int) -> dict[str, Any]:
+        """Train one epoch and validate; -> its metrics row."""
+        lr = self.schedule.lr(epoch - 1)
+        self.callbacks.on_epoch_begin(epoch)
+        t0 = time.perf_counter()
+        train_loss, train_acc = train_epoch(
+            self.model, self.optimizer, self.train.X, self.train.y, self.cfg.train.batch_size,
+            self.rng, lr, epoch=epoch, on_batch=self._on_batch, transform=self.transform,
+            after_step=self.ema.update if self.ema else None)
+        seconds = time.perf_counter() - t0
+        has_val = self.val.X.shape[0] > 0
+        with self.evaluated_weights():
+            val_loss, val_acc = evaluate_loss_accuracy(self.model, self.val.X, self.val.y)
+        row = {"epoch": epoch, "lr": lr, "train_loss": train_loss,
+               "train_accuracy": train_acc,
+               "val_loss": val_loss if has_val else None,
+               "val_accuracy": val_acc if has_val else None,
+               "epoch_seconds": round(seconds, 4)}
+        self._check_finite(row)
+        return row
+
+    def _on_batch(self, n: int, loss: float, correct: int) -> None:
+        self.signals.check()  # between steps: the update just made is complete
+        self.callbacks.on_batch_end(n, loss, correct)
+
+    def _end_epoch(self, row: dict[str, Any]) -> None:
+        """Best weights, schedule, callbacks, then the epoch's files."""
+        st, es = self.state, self.cfg.train.early_stopping
+        has_val = row["val_loss"] is not None
+        st.history.append(row)
+        st.epoch = row["epoch"]
+        monitored = row[es.monitor] if has_val else -row["train_loss"]
+        is_best = improved(monitored, st.best_metric, es.monitor if has_val else "max",
+                           es.min_delta)
+        if is_best:
+            st.best_metric, st.best_epoch, st.bad_epochs = monitored, st.epoch, 0
+            self.best.keep()
+        else:
+            st.bad_epochs += 1
+        self.schedule.observe(row[es.monitor] if has_val else None)
+        self.callbacks.on_epoch_end(row)
+        st.stop_reason = self._stop
+        self._save_epoch(is_best)
+        self.callbacks.on_epoch_saved(row)
+
+    def _check_finite(self, row: dict[str, Any]) -> None:
+        """After an epoch: a non-finite validation loss or weight means the run diverged
+        (train_epoch already stops at the first non-finite training loss)."""
+        bad = next((k for k in ("train_loss", "val_loss")
+                    if row[k] is not None and not math.isfinite(row[k])), None)
+        if bad is None and np.isfinite(self.model.theta).all():
+            return
+        what = f"{bad} became {row[bad]}" if bad else "the weights became non-finite"
+        raise TrainingError(f"{what} at epoch {row['epoch']}: training diverged; try a "
+                            f"smaller learning rate (optim.lr={row['lr']:g} now)")
+
+    def _interrupted(self, signum: int) -> Interrupted:
+        return Interrupted(signum, self.state.epoch + 1, self._saved_epoch, self.run_dir)
+
+    # ------------------------------------------------------------------ files
+
+    def checkpoint_meta(self) -> dict[str, Any]:
+        return {**self.meta_base, **self.state.to_meta(),
+                "monitor": self.cfg.train.early_stopping.monitor,
+                "rng_state": self.rng.bit_generator.state,
+                "schedule": self.schedule.state_dict(),
+                "config": to_dict(self.cfg)}
+
+    def _save_epoch(self, is_best: bool) -> None:
+        """last.npz, then best.npz (metrics files were written by the MetricsFiles callback
+        before): each write is atomic, and the order keeps a crash between two of them
+        recoverable. metrics.jsonl is never behind last.npz (a resume drops its rows after
+        the checkpoint's epoch), and best.npz is behind only when last.npz itself holds the
+        best weights (its best_epoch equals its epoch)."""
+        meta = self.checkpoint_meta()
+        ema = {f"ema/{k}": v for k, v in self.ema.state_dict().items()} if self.ema else {}
+        save_checkpoint(self.run_dir / "last.npz", self.model, meta, self.optimizer, extra=ema)
+        if is_best:
+            with self.evaluated_weights():  # eval and predict read best.npz
+                save_checkpoint(self.run_dir / "best.npz", self.model, meta, self.optimizer)
+        self._saved_epoch = self.state.epoch
 
     # ------------------------------------------------------------------ resume
 
@@ -177,10 +369,12 @@ class Trainer:
             if self.ema is not None:  # the weight average goes on from where it was
                 self.ema.load_state_dict(ckpt.ema_state)
             self.rng.bit_generator.state = m["rng_state"]
+            reason = m.get("stop_reason") or (
+                "stopped early" if m["stopped_early"] else None)
             self.state = TrainState(epoch=int(m["epoch"]), best_metric=m["best_metric"],
                                     best_epoch=int(m["best_epoch"]),
-                                    bad_epochs=int(m["bad_epochs"]),
-                                    stopped_early=bool(m["stopped_early"]), history=history)
+                                    bad_epochs=int(m["bad_epochs"]), stop_reason=reason,
+                                    history=history)
         except (KeyError, ValueError, TypeError) as exc:
             detail = exc.args[0] if exc.args else exc
             raise CheckpointError(f"{ckpt.path}: cannot resume from it ({type(exc).__name__}: "
@@ -189,23 +383,17 @@ class Trainer:
         self._restore_best(ckpt)
 
     def _restore_best(self, last) -> None:
-        """best_theta and best_buffers as the uninterrupted run held them after ``last``.
+        """The best weights as the uninterrupted run held them after ``last``.
 
         best.npz is behind last.npz only when the process died between the two writes; then
         the best epoch is last.npz's own, so the best weights are the ones just restored, and
         best.npz is written again (the same arrays and metadata the lost write held)."""
-        from nnletters.checkpoint import load_checkpoint
-
         st, path = self.state, self.run_dir / "best.npz"
         if not st.best_epoch:
             return
         if st.best_epoch == st.epoch:
-            self._keep_best()
-            try:
-                current = load_checkpoint(path).meta.get("epoch") == st.epoch
-            except CheckpointError:
-                current = False
-            if not current:
+            self.best.keep()
+            if not _holds_epoch(path, st.epoch):
                 with self.evaluated_weights():
                     save_checkpoint(path, self.model, self.checkpoint_meta(), self.optimizer)
             return
@@ -215,190 +403,69 @@ class Trainer:
                                   f"{last.path} names epoch {st.best_epoch} as the best")
         try:
             self.model.load_state_dict(best.model_state)
-            self._keep_best_raw()
+            self.best.keep_current()
             self.model.load_state_dict(last.model_state)
         except (KeyError, ValueError) as exc:
             raise CheckpointError(f"{path}: {exc.args[0] if exc.args else exc}") from None
 
-    # ------------------------------------------------------------------ the loop
 
-    def fit(self) -> TrainState:
-        """Train until cfg.train.epochs or early stopping. SIGINT/SIGTERM end the run between
-        two steps with ``Interrupted``; a diverged loss with TrainingError. Either way the
-        files on disk are those of the last complete epoch."""
-        try:
-            # Overflow is how divergence starts: it is reported as one TrainingError below,
-            # not as a stream of NumPy RuntimeWarnings.
-            with self._deferred_signals(), np.errstate(over="ignore", invalid="ignore"):
-                return self._fit()
-        except TrainingError as exc:
-            kept = (f"last.npz keeps epoch {self._saved_epoch}" if self._saved_epoch
-                    else "no epoch was saved")
-            raise TrainingError(f"{exc}; {kept}") from None
+def _holds_epoch(path: Path, epoch: int) -> bool:
+    try:
+        return load_checkpoint(path).meta.get("epoch") == epoch
+    except CheckpointError:
+        return False
 
-    def _fit(self) -> TrainState:
-        cfg, st = self.cfg, self.state
-        es = cfg.train.early_stopping
-        has_val = self.val.X.shape[0] > 0
-        while st.epoch < cfg.train.epochs and not st.stopped_early:
-            self._stop_if_signalled()
-            epoch = st.epoch + 1
-            lr = self.schedule.lr(st.epoch)
-            t0 = time.perf_counter()
-            train_loss, train_acc = self._train_one_epoch(epoch, lr)
-            seconds = time.perf_counter() - t0
-            with self.evaluated_weights():
-                val_loss, val_acc = evaluate_loss_accuracy(self.model, self.val.X, self.val.y)
-            row = {"epoch": epoch, "lr": lr, "train_loss": train_loss,
-                   "train_accuracy": train_acc,
-                   "val_loss": val_loss if has_val else None,
-                   "val_accuracy": val_acc if has_val else None,
-                   "epoch_seconds": round(seconds, 4)}
-            self._check_finite(row)
-            st.history.append(row)
-            st.epoch = epoch
-            monitored = row[es.monitor] if has_val else -train_loss
-            is_best = improved(monitored, st.best_metric, es.monitor if has_val else "max",
-                               es.min_delta)
-            if is_best:
-                st.best_metric, st.best_epoch, st.bad_epochs = monitored, epoch, 0
-                self._keep_best()
-            else:
-                st.bad_epochs += 1
-                if es.enabled and has_val and st.bad_epochs >= es.patience:
-                    st.stopped_early = True
-            self.schedule.observe(row[es.monitor] if has_val else None)
-            self._save_epoch(is_best)
-            self.log(metrics.format_epoch(row, cfg.train.epochs, is_best))
-        if st.stopped_early:
-            self.log(f"early stopping: {es.monitor} did not improve for {es.patience} epochs; "
-                     f"restoring the weights of epoch {st.best_epoch}")
-        if self.best_theta is not None:
-            self._load_best()  # finish with the best weights
-        return st
 
-    def _train_one_epoch(self, epoch: int, lr: float) -> tuple[float, float]:
-        bar = None
-        on_batch = None
-        if self.progress:
-            from tqdm import tqdm
+# --------------------------------------------------------------------------- resume
 
-            bar = tqdm(total=self.train.X.shape[0], desc=f"epoch {epoch}/{self.cfg.train.epochs}",
-                       unit="img", leave=False, file=sys.stderr, dynamic_ncols=True)
-            seen = {"n": 0, "loss": 0.0, "correct": 0, "steps": 0}
 
-            def on_batch(n: int, loss: float, correct: int) -> None:
-                seen["n"] += n
-                seen["loss"] += loss * n
-                seen["correct"] += correct
-                seen["steps"] += 1
-                bar.update(n)
-                if seen["steps"] % 20 == 0:
-                    bar.set_postfix(loss=f"{seen['loss'] / seen['n']:.4f}",
-                                    acc=f"{seen['correct'] / seen['n']:.3f}", refresh=False)
-        show = on_batch
+def check_resumable(cfg: Config, ckpt, run_dir: Path) -> None:
+    """ConfigError unless ``cfg`` builds the model and optimiser ``ckpt`` was saved from and
+    asks for at least as many epochs as were completed."""
+    m = ckpt.meta
+    trained_optim = (m["config"].get("optim") or {}).get("name", cfg.optim.name)
+    same = {"data.image_size": (cfg.data.image_size, m["image_size"]),
+            "model.hidden": (list(cfg.model.hidden), list(m["layer_sizes"][1:-1])),
+            "model.activation": (cfg.model.activation, m["activation"]),
+            "model.loss": (cfg.model.loss, m["loss"]),
+            "model.batch_norm": (cfg.model.batch_norm, m.get("batch_norm", False)),
+            "optim.name": (cfg.optim.name, trained_optim)}
+    for key, (now, then) in same.items():
+        if now != then:
+            raise ConfigError(f"{run_dir}: {key} is {now!r} but the run was trained with "
+                              f"{then!r}; a resume keeps the architecture and optimiser "
+                              "(start a new run to change them)")
+    if cfg.train.epochs < m["epoch"]:
+        raise ConfigError(f"{run_dir}: train.epochs is {cfg.train.epochs} but the run "
+                          f"already completed {m['epoch']} epochs")
 
-        def on_batch(n: int, loss: float, correct: int) -> None:
-            self._stop_if_signalled()  # between steps: the update just made is complete
-            if show is not None:
-                show(n, loss, correct)
 
-        try:
-            return train_epoch(self.model, self.optimizer, self.train.X, self.train.y,
-                               self.cfg.train.batch_size, self.rng, lr, epoch=epoch,
-                               on_batch=on_batch, transform=self.transform,
-                               after_step=self.ema.update if self.ema else None)
-        finally:
-            if bar is not None:
-                bar.close()
+def restore_trainer(trainer: Trainer, ckpt) -> None:
+    """Put ``trainer`` back in the state ``ckpt`` (the run's last.npz) was saved in."""
+    m, cfg = ckpt.meta, trainer.cfg
+    for key in ("classes", "input_size"):
+        if key in m and m[key] != trainer.meta_base[key]:
+            raise CheckpointError(f"{ckpt.path}: the run was trained with {key} {m[key]}, "
+                                  f"the data now gives {trainer.meta_base[key]}")
+    epoch = int(m["epoch"])
+    history = [row for row in read_history(trainer.run_dir)
+               if isinstance(row, dict) and isinstance(row.get("epoch"), int)
+               and row["epoch"] <= epoch]
+    trainer.restore(ckpt, history)
+    st = trainer.state
+    trained_epochs = (m["config"].get("train") or {}).get("epochs", cfg.train.epochs)
+    if st.stopped_early and cfg.train.epochs > trained_epochs:
+        st.stop_reason, st.bad_epochs = None, 0  # asked for more: a fresh patience window
 
-    # ------------------------------------------------------------------ evaluated weights
 
-    def evaluated_weights(self) -> contextlib.AbstractContextManager:
-        """Within this block the model holds the weights that are validated, saved as best and
-        returned: the EMA of the weights when optim.ema is on, else the weights themselves."""
-        return self.ema.applied() if self.ema else contextlib.nullcontext()
+def is_finished(state: TrainState, cfg: Config) -> bool:
+    return state.stopped_early or state.epoch >= cfg.train.epochs
 
-    def _keep_best(self) -> None:
-        with self.evaluated_weights():
-            self._keep_best_raw()
 
-    def _keep_best_raw(self) -> None:
-        """Copy the model's weights and buffers as they are now (no EMA swap)."""
-        self.best_theta = self.model.theta.copy()
-        self.best_buffers = {key: getattr(layer, name).copy()
-                             for key, layer, name in buffer_refs(self.model)}
-
-    def _load_best(self) -> None:
-        self.model.theta[...] = self.best_theta
-        for key, layer, name in buffer_refs(self.model):
-            if key in self.best_buffers:  # absent after a resume: theta only
-                getattr(layer, name)[...] = self.best_buffers[key]
-
-    def _ema_arrays(self) -> dict[str, np.ndarray]:
-        """The average's state for last.npz (``ema/...``), so that a resume continues it."""
-        return {f"ema/{k}": v for k, v in self.ema.state_dict().items()} if self.ema else {}
-
-    # ------------------------------------------------------------------ files
-
-    def checkpoint_meta(self) -> dict[str, Any]:
-        return {**self.meta_base, **self.state.to_meta(),
-                "monitor": self.cfg.train.early_stopping.monitor,
-                "rng_state": self.rng.bit_generator.state,
-                "schedule": self.schedule.state_dict(),
-                "config": to_dict(self.cfg)}
-
-    def _save_epoch(self, is_best: bool) -> None:
-        """Metrics, then last.npz, then best.npz: each write is atomic, and the order keeps
-        a crash between two of them recoverable. metrics.jsonl is never behind last.npz (a
-        resume drops its rows after the checkpoint's epoch), and best.npz is behind only
-        when last.npz itself holds the best weights (its best_epoch equals its epoch)."""
-        meta = self.checkpoint_meta()
-        metrics.write_history(self.run_dir, self.state.history)
-        save_checkpoint(self.run_dir / "last.npz", self.model, meta, self.optimizer,
-                        extra=self._ema_arrays())
-        if is_best:
-            with self.evaluated_weights():  # eval and predict read best.npz
-                save_checkpoint(self.run_dir / "best.npz", self.model, meta, self.optimizer)
-        self._saved_epoch = self.state.epoch
-
-    # ------------------------------------------------------------------ faults
-
-    @contextlib.contextmanager
-    def _deferred_signals(self) -> Iterator[None]:
-        """Within the block SIGINT and SIGTERM are only noted; the loop acts on them between
-        steps (``_stop_if_signalled``), so a signal never lands inside an update or a write.
-        A second signal stops at once (every file write is atomic, so that is safe too)."""
-        if threading.current_thread() is not threading.main_thread():
-            yield  # Python lets only the main thread install handlers
-            return
-
-        def note(signum: int, _frame: Any) -> None:
-            if self._signals:
-                raise self._interrupted(signum)
-            self._signals.append(signum)
-
-        previous = [(s, signal.signal(s, note)) for s in STOP_SIGNALS]
-        try:
-            yield
-        finally:
-            for s, handler in previous:
-                signal.signal(s, handler)
-
-    def _stop_if_signalled(self) -> None:
-        if self._signals:
-            raise self._interrupted(self._signals[0])
-
-    def _interrupted(self, signum: int) -> Interrupted:
-        return Interrupted(signum, self.state.epoch + 1, self._saved_epoch, self.run_dir)
-
-    def _check_finite(self, row: dict[str, Any]) -> None:
-        """After an epoch: a non-finite validation loss or weight means the run diverged
-        (train_epoch already stops at the first non-finite training loss)."""
-        bad = next((k for k in ("train_loss", "val_loss")
-                    if row[k] is not None and not math.isfinite(row[k])), None)
-        if bad is None and np.isfinite(self.model.theta).all():
-            return
-        what = f"{bad} became {row[bad]}" if bad else "the weights became non-finite"
-        raise TrainingError(f"{what} at epoch {row['epoch']}: training diverged; try a "
-                            f"smaller learning rate (optim.lr={row['lr']:g} now)")
+def read_history(run_dir: Path) -> list:
+    """metrics.jsonl's rows, or NNLettersError naming the file when it is unreadable."""
+    try:
+        return metrics.read_history(run_dir)
+    except (ValueError, OSError) as exc:
+        raise NNLettersError(f"{run_dir / 'metrics.jsonl'}: cannot read the metrics so far "
+                             f"({exc}); restore or delete the file to resume") from None

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 import nnletters.data.loading as data_mod
-from nnletters.cli_data import data_group
+from nnletters.cli import data_group
 from nnletters.config import DataConfig
 from nnletters.data import (
     Dataset,
@@ -593,9 +593,9 @@ def test_cli_cache_lists_and_clears_only_cache_files(tmp_path):
     runner = CliRunner()
     shown = runner.invoke(data_group, ["cache", "--dir", str(cache_dir)])
     assert shown.exit_code == 0, shown.output
-    assert f"{cache_dir}: 1 entries" in shown.output and "d-" in shown.output
+    assert f"{cache_dir}: 1 entry," in shown.output and "d-" in shown.output
     cleared = runner.invoke(data_group, ["cache", "--clear", "--dir", str(cache_dir)])
-    assert cleared.exit_code == 0 and "removed 1 entries" in cleared.output
+    assert cleared.exit_code == 0 and "removed 1 entry" in cleared.output
     assert cache_mod.entries(cache_dir) == [] and keep.exists()
 
 

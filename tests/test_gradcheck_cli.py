@@ -64,7 +64,7 @@ def shipped_data_overrides(config: Path, tmp_path: Path) -> list[str]:
     lists = cfg.data.path.endswith(".txt")
     out = tmp_path / "letters"
     write_dataset(out, "A-Z", cfg.data.image_size, per_class=4, seed=0,
-                  layout="lists" if lists else "folders", style="seed")
+                  layout="lists" if lists else "folders", style="ink")
     return [f"data.path={out / 'train.txt' if lists else out}", "data.cache=false"]
 
 

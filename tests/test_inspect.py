@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from nnletters.cli_data import data_group
-from nnletters.data.inspect import format_report, inspect_dataset
+from nnletters.cli import data_group
+from nnletters.data.inspect import format_inspection, inspect_dataset
 
 NOTMNIST = Path(__file__).resolve().parents[2] / "shared/data/notMNIST_small.tar.gz"
 
@@ -67,7 +67,7 @@ def test_inspect_finds_planted_problems(planted):
     assert dup["conflicting"] == [{"labels": ["A", "B"],
                                    "names": ["A/1.png", "B/same_as_A1.png"]}]
     assert {"labels": ["A"], "names": ["A/0.png", "A/copy_of_0.png"]} in dup["all"]
-    text = format_report(report)
+    text = format_inspection(report)
     assert "Unreadable files: 1" in text and "B/broken.png" in text
     assert "A / B: A/1.png, B/same_as_A1.png" in text
 
@@ -106,7 +106,7 @@ def test_inspect_checks_the_split_lists_themselves(tmp_path):
     split = report["split"]
     assert split["sizes"] == {"train": 3, "val": 1, "test": 1}
     assert split["train_test"]["examples"] == [["imgs/0.png", "imgs/copy.png"]]
-    assert "Split (train.txt / validate.txt / test.txt)" in format_report(report)
+    assert "Split (train.txt / validate.txt / test.txt)" in format_inspection(report)
 
 
 def test_cli_inspect_json_is_one_object(planted):

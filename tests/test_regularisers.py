@@ -7,7 +7,6 @@ import pytest
 from nnletters.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from nnletters.config import OptimConfig, ScheduleConfig, load_config
 from nnletters.data import dedup_against, load_splits
-from nnletters.experiment import new_run_dir, train_run
 from nnletters.nn import functional as F
 from nnletters.nn.ema import EMA
 from nnletters.nn.gradcheck import check_gradients, fix_dropout_masks
@@ -15,6 +14,7 @@ from nnletters.nn.layers import BatchNorm, Dense
 from nnletters.nn.model import MLP
 from nnletters.nn.optim import build_optimizer
 from nnletters.nn.schedules import Schedule
+from nnletters.run_folder import new_run_dir, train_run
 
 
 def small_batch(n=8, d=12, c=4, seed=0):
@@ -179,7 +179,7 @@ def tiny_config(path, *extra):
 
 
 def train(cfg, out, log=lambda _m: None):
-    return train_run(cfg, new_run_dir(cfg, out), log=log)
+    return train_run(cfg, new_run_dir(cfg, out), log=log).summary
 
 
 def weights(path):

@@ -17,7 +17,6 @@ from PIL import Image
 from nnletters.cli import main
 from nnletters.config import load_config
 from nnletters.evaluation import evaluate, evaluate_checkpoint
-from nnletters.experiment import train_run
 from nnletters.report import (
     PICTURES,
     load_results,
@@ -30,6 +29,7 @@ from nnletters.report import (
     weights_png,
     write_report,
 )
+from nnletters.run_folder import train_run
 
 TINY = ["name=tiny", "data.source=synthetic", "data.synthetic.letters=A-C",
         "data.synthetic.per_class=20", "model.hidden=[16]", "train.epochs=2",
@@ -183,7 +183,7 @@ def test_report_after_one_epoch_and_without_summary(tmp_path: Path) -> None:
 def test_report_on_seed_17x17_list_layout(tmp_path: Path) -> None:
     from nnletters.data.synthetic import write_dataset
 
-    write_dataset(tmp_path / "seed", "A-C", 17, 20, seed=0, layout="lists", style="seed")
+    write_dataset(tmp_path / "seed", "A-C", 17, 20, seed=0, layout="lists", style="ink")
     run = train_tiny(tmp_path / "run", tmp_path / "cache", "data.source=path",
                      f"data.path={tmp_path / 'seed'}", "data.image_size=17",
                      "model.hidden=[]", "model.loss=quadratic")

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from nnletters.cli_synth import synth_command
+from nnletters.cli import synth_command
 from nnletters.config import SyntheticConfig, load_config
 from nnletters.data import fonts as font_finder
 from nnletters.data import load_splits, synthetic
@@ -55,7 +55,7 @@ def test_parse_letters_refuses_bad_specs(spec: str) -> None:
 # --------------------------------------------------------------------------- rendering
 
 
-@pytest.mark.parametrize("size, style", [(17, "seed"), (28, "notmnist")])
+@pytest.mark.parametrize("size, style", [(17, "ink"), (28, "notmnist")])
 def test_render_is_deterministic_and_gives_every_letter(size: int, style: str) -> None:
     fonts = _few_fonts()
     X, y, names = render_letters(AZ, size, 3, seed=5, style=style, fonts=fonts)
@@ -75,7 +75,7 @@ def test_styles_have_opposite_polarity() -> None:
     for rows in (slice(0, 3), slice(-3, None)):
         corners[rows, :3] = corners[rows, -3:] = True
     light, _, _ = render_letters(["O"], 28, 8, seed=0, style="notmnist", fonts=_few_fonts())
-    dark, _, _ = render_letters(["O"], 28, 8, seed=0, style="seed", fonts=_few_fonts())
+    dark, _, _ = render_letters(["O"], 28, 8, seed=0, style="ink", fonts=_few_fonts())
     # notmnist: light ink on black; seed: dark ink on white, with a clear margin
     assert light[:, corners].mean() < 60 and light.max() > 180
     assert dark[:, corners].mean() > 240 and dark.min() < 75
@@ -228,7 +228,7 @@ def test_lists_layout_round_trips_through_data_path(tmp_path: Path) -> None:
 
 def test_folders_layout_writes_one_folder_per_letter(tmp_path: Path) -> None:
     out = tmp_path / "f"
-    write_dataset(out, ["A", "B"], 9, 3, seed=0, layout="folders", style="seed")
+    write_dataset(out, ["A", "B"], 9, 3, seed=0, layout="folders", style="ink")
     assert sorted(p.name for p in out.iterdir()) == ["A", "B", "fonts.txt"]
     assert sorted(p.name for p in (out / "B").iterdir()) == [f"B_0000{i}.png" for i in (1, 2, 3)]
     with Image.open(out / "A" / "A_00002.png") as img:

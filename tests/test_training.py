@@ -9,9 +9,9 @@ from nnletters.checkpoint import load_checkpoint, model_from_checkpoint, save_ch
 from nnletters.config import load_config
 from nnletters.errors import CheckpointError
 from nnletters.evaluation import evaluate_checkpoint
-from nnletters.experiment import new_run_dir, train_run
 from nnletters.nn.model import MLP
 from nnletters.prediction import predict_images
+from nnletters.run_folder import new_run_dir, train_run
 from tests.conftest import draw_letter
 
 
@@ -22,7 +22,7 @@ def tiny_config(path, *extra):
 
 
 def train(cfg, out):
-    return train_run(cfg, new_run_dir(cfg, out), log=lambda _m: None)
+    return train_run(cfg, new_run_dir(cfg, out), log=lambda _m: None).summary
 
 
 def test_run_folder_holds_every_file(letters_folder, tmp_path):

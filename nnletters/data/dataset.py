@@ -19,6 +19,7 @@ class Dataset:
     paths: list[str]                  # (N,) name inside the source, e.g. "A/xyz.png"
     skipped: list[tuple[str, str]]    # (name, reason) of files that could not be read
     split: npt.NDArray[np.int8] | None = None  # (N,) 0 train, 1 val, 2 test, if defined
+    fonts: list[str] = field(default_factory=list)  # synthetic letters: the fonts drawn from
 
     def __len__(self) -> int:
         return len(self.y)

@@ -195,7 +195,7 @@ def _counts(values: Any) -> dict[str, int]:
 # --------------------------------------------------------------------------- text report
 
 
-def format_report(report: dict[str, Any], *, limit: int = 10) -> str:
+def format_inspection(report: dict[str, Any], *, limit: int = 10) -> str:
     """The report as readable text; long lists are cut to ``limit`` lines."""
     lines = [f"{report['path']} ({report['kind']}): {report['files']:,} image files, "
              f"{report['readable']:,} readable, {len(report['classes'])} classes "

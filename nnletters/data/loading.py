@@ -64,7 +64,7 @@ def load_splits(cfg: DataConfig, seed: int, *, progress: bool = False) -> Splits
     if cfg.dedup:
         train, n_deduped = dedup_against(train, [val, test])
     return Splits(train=train, val=val, test=test, classes=list(dataset.classes),
-                  skipped=list(dataset.skipped), fonts=list(getattr(dataset, "fonts", [])),
+                  skipped=list(dataset.skipped), fonts=list(dataset.fonts),
                   n_deduped=n_deduped)
 
 

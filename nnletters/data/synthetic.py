@@ -12,7 +12,8 @@ reduction (anti-aliasing) per image, so thousands of images render per second.
 Two styles:
 
 - ``notmnist``: light glyph on black, scaled to fill the frame, like notMNIST.
-- ``seed``: black glyph on white, centred with a margin, like the seed's 17x17 images.
+- ``ink``: black glyph on white, centred with a margin, like the teaching series' 17x17
+  images (called ``seed`` before; that name is still read).
 """
 
 from __future__ import annotations
@@ -43,7 +44,9 @@ from nnletters.fileio import write_text
 
 __all__ = ["find_fonts", "load_synthetic", "parse_letters", "render_letters", "write_dataset"]
 
-STYLES = ("notmnist", "seed")
+STYLES = ("notmnist", "ink")
+# "seed" was ink's name before; run folders and configs that say it still work.
+STYLE_ALIASES = {"seed": "ink"}
 LAYOUTS = ("folders", "lists")
 # Bump when rendering changes, so cached arrays from older code are not reused.
 RENDER_VERSION = 2
@@ -51,7 +54,7 @@ SUPERSAMPLE = 2  # images are warped at 2x size, then 2x2-averaged: cheap anti-a
 
 
 @dataclass(frozen=True)
-class Augment:
+class RenderVariation:
     """Ranges of the random glyph placement for one style (all uniform unless noted)."""
 
     fill: tuple[float, float]  # largest side of the warped glyph, fraction of the frame
@@ -69,13 +72,13 @@ class Augment:
     ink: tuple[float, float]  # glyph brightness (background is 0 before inverting)
 
 
-STYLE_AUGMENT = {
-    "notmnist": Augment(fill=(0.84, 1.0), shift=0.8, aspect=0.25, rotate=6.0, shear=12.0,
+STYLE_VARIATION = {
+    "notmnist": RenderVariation(fill=(0.84, 1.0), shift=0.8, aspect=0.25, rotate=6.0, shear=12.0,
                         strokes=(-1, 0, 0, 1, 2), blur_p=0.3, blur=(0.3, 0.8),
                         noise_p=0.3, noise=(2.0, 10.0), ink=(200.0, 255.0)),
-    "seed": Augment(fill=(0.6, 0.82), shift=0.5, aspect=0.2, rotate=8.0, shear=12.0,
-                    strokes=(-1, 0, 0, 1, 2), blur_p=0.3, blur=(0.3, 0.8),
-                    noise_p=0.3, noise=(2.0, 10.0), ink=(200.0, 255.0)),
+    "ink": RenderVariation(fill=(0.6, 0.82), shift=0.5, aspect=0.2, rotate=8.0, shear=12.0,
+                           strokes=(-1, 0, 0, 1, 2), blur_p=0.3, blur=(0.3, 0.8),
+                           noise_p=0.3, noise=(2.0, 10.0), ink=(200.0, 255.0)),
 }
 
 
@@ -171,13 +174,14 @@ def _render(letters: list[str], image_size: int, per_class: int, seed: int, styl
             fonts: list[Path] | None, progress: bool = False,
             ) -> tuple[NDArray[np.uint8], NDArray[np.int64], NDArray[np.int16], list[str]]:
     """render_letters, also returning each image's face index ``(N,) int16``."""
+    style = STYLE_ALIASES.get(style, style)
     _check_args(letters, image_size, per_class, style)
     big = SUPERSAMPLE * image_size
     # Font pixels so that a capital (~0.73 em) is about as tall as the warped frame: the warp
     # then resamples near 1:1, where bilinear interpolation loses nothing.
     faces = _faces(find_fonts() if fonts is None else fonts, size=max(16, round(1.25 * big)))
     glyphs = _Glyphs(faces, stroke_unit=max(1, round(big / 56)))
-    aug = STYLE_AUGMENT[style]
+    aug = STYLE_VARIATION[style]
     n = len(letters) * per_class
     X = np.empty((n, image_size, image_size), dtype=np.uint8)
     face_of = np.empty(n, dtype=np.int16)
@@ -188,7 +192,7 @@ def _render(letters: list[str], image_size: int, per_class: int, seed: int, styl
         params = _draw_params(rng, per_class, len(faces), aug)
         face_of[rows] = params["face"]
         _warp_letter(glyphs, letter, params, X[rows])
-        _finish(X[rows], rng, aug, invert=style == "seed")
+        _finish(X[rows], rng, aug, invert=style == "ink")
         if bar is not None:
             bar.update(per_class)
     if bar is not None:
@@ -221,7 +225,7 @@ def _faces(fonts: list[Path], size: int) -> list[tuple[str, Any]]:
 
 
 def _draw_params(rng: np.random.Generator, n: int, n_faces: int,
-                 aug: Augment) -> dict[str, NDArray]:
+                 aug: RenderVariation) -> dict[str, NDArray]:
     """Every random choice for n images, drawn in one fixed order (this order is the format)."""
     return {
         "face": rng.integers(0, n_faces, size=n),
@@ -279,7 +283,7 @@ def _warp_letter(glyphs: _Glyphs, letter: str, params: dict[str, NDArray],
         out[i] = np.asarray(warped.reduce(SUPERSAMPLE))
 
 
-def _finish(X: NDArray[np.uint8], rng: np.random.Generator, aug: Augment,
+def _finish(X: NDArray[np.uint8], rng: np.random.Generator, aug: RenderVariation,
             invert: bool) -> None:
     """In place on (n, S, S) uint8: ink brightness, pixel noise, and inversion for dark ink.
 
@@ -326,9 +330,10 @@ def load_synthetic(cfg: SyntheticConfig, image_size: int, seed: int, *, cache: b
         return _dataset(*_render(letters, image_size, cfg.per_class, seed, cfg.style, None,
                                  progress), letters)
     # The name is the cache file's stem; the key parts make its hash.
-    name = f"synthetic-{cfg.style}-{''.join(letters)}-n{cfg.per_class}-seed{seed}"
+    style = STYLE_ALIASES.get(cfg.style, cfg.style)
+    name = f"synthetic-{style}-{''.join(letters)}-n{cfg.per_class}-seed{seed}"
     file, key = cache_store.cache_file(cache_dir, name, image_size,
-                                       _key_parts(letters, cfg.per_class, seed, cfg.style))
+                                       _key_parts(letters, cfg.per_class, seed, style))
     hit = cache_store.fetch(file, key)
     if hit is not None and hit[1].get("fonts"):
         ds, extra = hit

@@ -83,7 +83,7 @@ def checked_weight_decay(cfg: Config) -> tuple[float, str]:
     return wd, f"+ L2 term 0.5 * {wd:g} * ||W||^2 (weights only)"
 
 
-def gradient_check(cfg: Config, samples: int = 8, max_entries: int = 64,
+def check_config_gradients(cfg: Config, samples: int = 8, max_entries: int = 64,
                    threshold: float = DEFAULT_THRESHOLD, progress: bool = False
                    ) -> GradcheckReport:
     """Load the configured data, build the float64 twin, and check every parameter tensor.
@@ -125,7 +125,7 @@ def closest_kink(model: MLP, X: NDArray[np.float64]) -> float | None:
     return closest
 
 
-def format_report(report: GradcheckReport) -> str:
+def format_gradcheck(report: GradcheckReport) -> str:
     """The human-readable table: one line per tensor, then the verdict."""
     lines = [
         f"model {report.model}, float64 twin; {report.samples} training samples; "
@@ -158,7 +158,7 @@ def format_report(report: GradcheckReport) -> str:
     return "\n".join(lines)
 
 
-def report_rows(report: GradcheckReport) -> list[dict[str, Any]]:
+def gradcheck_rows(report: GradcheckReport) -> list[dict[str, Any]]:
     """One JSON-ready object per tensor."""
     return [{"tensor": r["name"], "shape": r["shape"], "size": int(np.prod(r["shape"])),
              "checked": r["checked"], "max_rel_error": r["max_rel_error"],

@@ -1,4 +1,5 @@
-"""A run from config to run folder: data, model, training, test figures, summary.
+"""A run folder from start to end: create or resume it, lock it, load the data, build the
+model, train, test, and write the summary. The loop itself is ``nnletters.training``.
 
     runs/<name>-<timestamp>/
         config.yaml      the resolved config (every key, defaults filled in)
@@ -6,7 +7,7 @@
         metrics.csv      the same rows as CSV
         last.npz         model + optimiser + RNG state after the last completed epoch
         best.npz         the same at the best epoch of the monitored metric
-        summary.json     best epoch and metric, final test accuracy and loss, sizes, times
+        summary.json     best epoch and metric, why it stopped, test accuracy and loss, sizes, times
         skipped.txt      unreadable input files and why (only when there were any)
         fonts.txt        fonts used to render synthetic letters (synthetic data only)
         .lock            held by the process training in the folder (gone when it ends)
@@ -18,17 +19,21 @@ import contextlib
 import errno
 import os
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import replace
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from nnletters.callbacks import Callback, EarlyStopping, EpochLog, MetricsFiles, ProgressBar
+from nnletters.checkpoint import load_checkpoint
 from nnletters.config import Config, load_config, to_yaml
-from nnletters.errors import CheckpointError, ConfigError, NNLettersError
-from nnletters.fileio import remove_temp_files, write_json, write_text
+from nnletters.data.images import data_polarity, glyph_fill
+from nnletters.errors import CheckpointError, NNLettersError
+from nnletters.fileio import read_json, remove_temp_files, write_json, write_text
+from nnletters.training import Trainer, build, check_resumable, is_finished, restore_trainer
 
 try:
     import fcntl
@@ -152,11 +157,18 @@ def _is_file_at(fd: int, path: Path) -> bool:
 # --------------------------------------------------------------------------- training
 
 
+@dataclass
+class Run:
+    """A run folder after training: where it is, summary.json's dict, the metrics rows."""
+
+    path: Path
+    summary: dict[str, Any]
+    history: list[dict[str, Any]]
+
+
 def model_meta(cfg: Config, model, classes: list[str], train_X: np.ndarray) -> dict[str, Any]:
     """What eval and predict need to rebuild the model from a checkpoint alone, including
     how training glyphs look (polarity, share of the frame) so predict can match them."""
-    from nnletters.data.images import data_polarity, glyph_fill
-
     light_on_dark = data_polarity(train_X, cfg.data.image_size)
     return {"name": cfg.name, "classes": classes, "image_size": cfg.data.image_size,
             "input_size": model.sizes[0], "layer_sizes": model.sizes,
@@ -168,35 +180,71 @@ def model_meta(cfg: Config, model, classes: list[str], train_X: np.ndarray) -> d
 
 
 def train_run(cfg: Config, run_dir: Path, *, progress: bool = False,
-              log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train ``cfg`` into the new run folder ``run_dir``; returns the summary written to
-    summary.json. The folder is locked against other nnletters processes meanwhile."""
+              log: Callable[[str], None] = print, callbacks: Iterable[Callback] = ()) -> Run:
+    """Train ``cfg`` into the new run folder ``run_dir``. The folder is locked against other
+    nnletters processes meanwhile, and removed again if the run fails before writing."""
     created = make_run_dir(run_dir)
     try:
         with run_lock(run_dir):
             refuse_a_run(run_dir)  # again, now that no other process can start one here
-            return _train(cfg, run_dir, progress=progress, log=log)
+            return _run(cfg, run_dir, progress, log, callbacks)
     finally:
         if created:  # bad data or a full disk leaves no empty run folder behind
             remove_if_empty(run_dir)
 
 
-def _train(cfg: Config, run_dir: Path, *, progress: bool, log: Callable[[str], None],
-           resume=None) -> dict[str, Any]:
-    """``train_run`` in a folder this process has locked.
+def resume_run(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = (),
+               config_path: str | Path | None = None, *, progress: bool = False,
+               log: Callable[[str], None] = print, callbacks: Iterable[Callback] = ()) -> Run:
+    """Continue the run in ``run_dir`` from its last complete epoch.
 
-    ``resume``: the run's last.npz (a ``Checkpoint``) to continue from (see ``resume_run``)."""
-    from nnletters.data import load_splits
-    from nnletters.data.augment import Augmenter
-    from nnletters.evaluation import evaluate
-    from nnletters.training import Trainer, build
+    The config is the run's own config.yaml (or ``config_path``) with ``overrides``
+    applied; ``--set train.epochs=N`` above the old value extends the run. A config that
+    changes the architecture or the optimiser is refused. Resuming is exact: the finished
+    run's weights are bit-identical to those of the same run never stopped. A run that has
+    already finished is left exactly as it is."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"{run_dir}: no such run folder to resume")
+    with run_lock(run_dir):
+        ckpt, cfg = _resumable(run_dir, overrides, config_path)
+        remove_temp_files(run_dir)  # left by a crash in the middle of a write
+        return _run(cfg, run_dir, progress, log, callbacks, resume=ckpt)
 
+
+def _run(cfg: Config, run_dir: Path, progress: bool, log: Callable[[str], None],
+         callbacks: Iterable[Callback], resume=None) -> Run:
+    """A run in a folder this process has locked; ``resume``: its last.npz to go on from."""
     t_start = time.perf_counter()
     if cfg.data.path:  # saved absolute, so eval/report find the data from any folder
         cfg = replace(cfg, data=replace(cfg.data, path=str(Path(cfg.data.path).resolve())))
-    splits = load_splits(cfg.data, cfg.seed, progress=progress)
+    splits = _load_splits(cfg, progress, log)
+    trainer = _make_trainer(cfg, splits, run_dir, progress, log, callbacks)
+    if resume is not None:
+        restore_trainer(trainer, resume)
+        if is_finished(trainer.state, cfg) and (run_dir / "summary.json").exists():
+            log(f"resume: the run already finished at epoch {trainer.state.epoch}; nothing "
+                f"changed (to train on, raise train.epochs: --set train.epochs="
+                f"{trainer.state.epoch + 10})")
+            return Run(run_dir, read_json(run_dir / "summary.json"), trainer.state.history)
+        log(f"resume: continuing after epoch {trainer.state.epoch} of {cfg.train.epochs} "
+            f"from {resume.path}")
     write_text(run_dir / "config.yaml", to_yaml(cfg))  # a resume saves its new epochs
     record_inputs(run_dir, splits, log)
+    t_train = time.perf_counter()
+    state = trainer.fit()
+    if state.stop_reason:
+        log(f"{state.stop_reason}; restoring the weights of epoch {state.best_epoch}")
+    summary = _summarise(trainer, splits, time.perf_counter() - t_train, t_start, log)
+    trainer.callbacks.on_train_end(summary)
+    return Run(run_dir, summary, state.history)
+
+
+def _load_splits(cfg: Config, progress: bool, log: Callable[[str], None]):
+    from nnletters.data import load_splits
+
+    t_start = time.perf_counter()
+    splits = load_splits(cfg.data, cfg.seed, progress=progress)
     train, val, test = splits.train, splits.val, splits.test
     log(f"data: {len(splits.classes)} classes, {len(train.y)} train / {len(val.y)} val / "
         f"{len(test.y)} test images of {cfg.data.image_size}x{cfg.data.image_size} "
@@ -204,14 +252,22 @@ def _train(cfg: Config, run_dir: Path, *, progress: bool, log: Callable[[str], N
     if cfg.data.dedup:
         log(f"dedup: dropped {splits.n_deduped} training image(s) pixel-identical to a "
             f"validation or test image")
+    return splits
 
+
+def _make_trainer(cfg: Config, splits, run_dir: Path, progress: bool,
+                  log: Callable[[str], None], callbacks: Iterable[Callback]) -> Trainer:
+    """Model, optimiser, schedule, augmentation and the callbacks, for ``cfg``."""
+    from nnletters.data.augment import Augmenter
+
+    train = splits.train
     rng = np.random.default_rng(cfg.seed)
     model, optimizer, schedule = build(cfg, train.X.shape[1], len(splits.classes), rng)
     meta = model_meta(cfg, model, splits.classes, train.X)
     log(f"model: {model.describe()}, {model.theta.size:,} parameters; optimiser "
         f"{cfg.optim.name} lr {cfg.optim.lr:g}; run folder {run_dir}")
-    trainer = Trainer(cfg, model, optimizer, schedule, rng, train, val, run_dir, meta,
-                      progress=progress, log=log)
+    trainer = Trainer(cfg, model, optimizer, schedule, rng, train, splits.val, run_dir, meta,
+                      default_callbacks(cfg, progress, log, callbacks))
     # Pixels shifted in from outside the image take the background's value.
     augmenter = Augmenter(cfg.data.augment, cfg.data.image_size, rng,
                           fill=0.0 if meta["light_on_dark"] else 1.0)
@@ -220,30 +276,42 @@ def _train(cfg: Config, run_dir: Path, *, progress: bool, log: Callable[[str], N
         log(f"augmentation: {augmenter.describe()}")
     if trainer.ema is not None:
         log(f"weights averaged (EMA decay {cfg.optim.ema:g}) for validation, best.npz and test")
-    if resume is not None:
-        restore_trainer(trainer, resume, log)
-    t_train = time.perf_counter()
-    state = trainer.fit()
-    train_seconds = time.perf_counter() - t_train
+    return trainer
 
-    test_result = evaluate(model, test.X, test.y, splits.classes) if len(test.y) else None
+
+def default_callbacks(cfg: Config, progress: bool, log: Callable[[str], None],
+                      extra: Iterable[Callback] = ()) -> list[Callback]:
+    """The progress bar, the caller's callbacks, early stopping, the metrics files and the
+    epoch lines, in that order: a caller's callback may add keys to the metrics row."""
+    es = cfg.train.early_stopping
+    return [*([ProgressBar()] if progress else []), *extra,
+            *([EarlyStopping(es.monitor, es.patience)] if es.enabled else []),
+            MetricsFiles(), EpochLog(log)]
+
+
+def _summarise(trainer: Trainer, splits, train_seconds: float, t_start: float,
+               log: Callable[[str], None]) -> dict[str, Any]:
+    """Test the final (best) weights and write summary.json; -> its dict."""
+    from nnletters.evaluation import evaluate
+
+    cfg, state, run_dir, test = trainer.cfg, trainer.state, trainer.run_dir, splits.test
+    result = evaluate(trainer.model, test.X, test.y, splits.classes) if len(test.y) else None
     summary = {
         "name": cfg.name, "epochs_run": state.epoch, "best_epoch": state.best_epoch,
         "monitor": cfg.train.early_stopping.monitor, "best_metric": state.best_metric,
-        "stopped_early": state.stopped_early,
-        "test_accuracy": test_result["accuracy"] if test_result else None,
-        "test_loss": test_result["loss"] if test_result else None,
-        "n_train": int(len(train.y)), "n_val": int(len(val.y)), "n_test": int(len(test.y)),
-        "n_deduped": int(splits.n_deduped),
+        "stopped_early": state.stopped_early, "stop_reason": state.stop_reason,
+        "test_accuracy": result["accuracy"] if result else None,
+        "test_loss": result["loss"] if result else None,
+        "n_train": int(len(splits.train.y)), "n_val": int(len(splits.val.y)),
+        "n_test": int(len(test.y)), "n_deduped": int(splits.n_deduped),
         "classes": splits.classes, "skipped": len(splits.skipped),
         "train_seconds": round(train_seconds, 3),
         "total_seconds": round(time.perf_counter() - t_start, 3),
     }
     write_json(run_dir / "summary.json", summary)
-    if test_result:
-        log(f"test: accuracy {100 * test_result['accuracy']:.2f}%  loss "
-            f"{test_result['loss']:.4f}  ({len(test.y)} images, weights of epoch "
-            f"{state.best_epoch})")
+    if result:
+        log(f"test: accuracy {100 * result['accuracy']:.2f}%  loss {result['loss']:.4f}  "
+            f"({len(test.y)} images, weights of epoch {state.best_epoch})")
     log(f"done in {summary['total_seconds']:.1f}s; run folder {run_dir}")
     return summary
 
@@ -251,29 +319,9 @@ def _train(cfg: Config, run_dir: Path, *, progress: bool, log: Callable[[str], N
 # --------------------------------------------------------------------------- resume
 
 
-def resume_run(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = (),
-               config_path: str | Path | None = None, *, progress: bool = False,
-               log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Continue the run in ``run_dir`` from its last complete epoch; -> the summary.
-
-    The config is the run's own config.yaml (or ``config_path``) with ``overrides``
-    applied; ``--set train.epochs=N`` above the old value extends the run. A config that
-    changes the architecture or the optimiser is refused. Resuming is exact: the finished
-    run's weights are bit-identical to those of the same run never stopped."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise CheckpointError(f"{run_dir}: no such run folder to resume")
-    with run_lock(run_dir):
-        ckpt, cfg = _resumable(run_dir, overrides, config_path)
-        remove_temp_files(run_dir)  # left by a crash in the middle of a write
-        return _train(cfg, run_dir, progress=progress, log=log, resume=ckpt)
-
-
 def _resumable(run_dir: Path, overrides: list[str] | tuple[str, ...],
                config_path: str | Path | None) -> tuple[Any, Config]:
     """The run's last.npz and the config to go on with, both checked fit for a resume."""
-    from nnletters.checkpoint import load_checkpoint
-
     last = run_dir / "last.npz"
     if not last.exists():
         raise CheckpointError(f"{run_dir}: no checkpoint to resume from (last.npz is "
@@ -288,61 +336,6 @@ def _resumable(run_dir: Path, overrides: list[str] | tuple[str, ...],
     return ckpt, cfg
 
 
-def check_resumable(cfg: Config, ckpt, run_dir: Path) -> None:
-    """ConfigError unless ``cfg`` builds the model and optimiser ``ckpt`` was saved from and
-    asks for at least as many epochs as were completed."""
-    m = ckpt.meta
-    trained_optim = (m["config"].get("optim") or {}).get("name", cfg.optim.name)
-    same = {"data.image_size": (cfg.data.image_size, m["image_size"]),
-            "model.hidden": (list(cfg.model.hidden), list(m["layer_sizes"][1:-1])),
-            "model.activation": (cfg.model.activation, m["activation"]),
-            "model.loss": (cfg.model.loss, m["loss"]),
-            "model.batch_norm": (cfg.model.batch_norm, m.get("batch_norm", False)),
-            "optim.name": (cfg.optim.name, trained_optim)}
-    for key, (now, then) in same.items():
-        if now != then:
-            raise ConfigError(f"{run_dir}: {key} is {now!r} but the run was trained with "
-                              f"{then!r}; a resume keeps the architecture and optimiser "
-                              "(start a new run to change them)")
-    if cfg.train.epochs < m["epoch"]:
-        raise ConfigError(f"{run_dir}: train.epochs is {cfg.train.epochs} but the run "
-                          f"already completed {m['epoch']} epochs")
-
-
-def restore_trainer(trainer, ckpt, log: Callable[[str], None]) -> None:
-    """Put ``trainer`` back in the state ``ckpt`` (the run's last.npz) was saved in."""
-    from nnletters import metrics
-
-    m, run_dir, cfg = ckpt.meta, trainer.run_dir, trainer.cfg
-    for key in ("classes", "input_size"):
-        if key in m and m[key] != trainer.meta_base[key]:
-            raise CheckpointError(f"{ckpt.path}: the run was trained with {key} {m[key]}, "
-                                  f"the data now gives {trainer.meta_base[key]}")
-    epoch = int(m["epoch"])
-    history = [row for row in _read_history(run_dir, metrics)
-               if isinstance(row, dict) and isinstance(row.get("epoch"), int)
-               and row["epoch"] <= epoch]
-    trainer.restore(ckpt, history)
-    st = trainer.state
-    trained_epochs = (m["config"].get("train") or {}).get("epochs", cfg.train.epochs)
-    if st.stopped_early and cfg.train.epochs > trained_epochs:
-        st.stopped_early, st.bad_epochs = False, 0  # asked for more: a fresh patience window
-    if st.stopped_early or st.epoch >= cfg.train.epochs:
-        log(f"resume: the run already finished at epoch {st.epoch}; to train on, raise "
-            f"train.epochs (--set train.epochs={st.epoch + 10})")
-    else:
-        log(f"resume: continuing after epoch {st.epoch} of {cfg.train.epochs} "
-            f"from {ckpt.path}")
-
-
-def _read_history(run_dir: Path, metrics) -> list:
-    try:
-        return metrics.read_history(run_dir)
-    except (ValueError, OSError) as exc:
-        raise NNLettersError(f"{run_dir / 'metrics.jsonl'}: cannot read the metrics so far "
-                             f"({exc}); restore or delete the file to resume") from None
-
-
 def record_inputs(run_dir: Path, splits, log: Callable[[str], None]) -> None:
     """skipped.txt (unreadable files) and fonts.txt (synthetic fonts) in the run folder."""
     if splits.skipped:
@@ -350,6 +343,5 @@ def record_inputs(run_dir: Path, splits, log: Callable[[str], None]) -> None:
                    "".join(f"{name}\t{reason}\n" for name, reason in splits.skipped))
         log(f"skipped {len(splits.skipped)} unreadable file(s), listed in "
             f"{run_dir / 'skipped.txt'}")
-    fonts = getattr(splits, "fonts", None)
-    if fonts:
-        write_text(run_dir / "fonts.txt", "".join(f"{f}\n" for f in fonts))
+    if splits.fonts:
+        write_text(run_dir / "fonts.txt", "".join(f"{f}\n" for f in splits.fonts))
