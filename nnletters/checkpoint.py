@@ -23,13 +23,12 @@ from typing import Any
 import numpy as np
 
 from nnletters.errors import CheckpointError
-from nnletters.fileio import write_with
+from nnletters.fileio import ZIP_MAGIC, write_with
 
 FORMAT_VERSION = 1
 KIND = "nnletters-checkpoint"
 MAX_CHECKPOINT_BYTES = 4 * 2**30
 """A checkpoint declaring more bytes of arrays than this is refused before reading."""
-_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # an .npz is a zip archive (maybe empty)
 
 
 @dataclass
@@ -91,7 +90,7 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
             magic = fh.read(4)
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    if magic not in _ZIP_MAGIC:
+    if magic not in ZIP_MAGIC:
         raise CheckpointError(f"{path}: not an nnletters checkpoint (not an .npz archive)")
     try:
         with zipfile.ZipFile(path) as archive:

@@ -127,13 +127,17 @@ def evaluation_data(ckpt_path: Path, image_size: int, data_path: str | Path | No
 def evaluate_checkpoint(target: str | Path | None, data_path: str | Path | None = None,
                         progress: bool = False) -> dict[str, Any]:
     """``nnletters eval``: a run's own test split, or all of ``data_path``."""
-    from nnletters.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
+    from nnletters.prediction import load_model
 
-    ckpt_path = resolve_checkpoint(target)
-    ckpt = load_checkpoint(ckpt_path)
-    model = model_from_checkpoint(ckpt)
-    ds, source = evaluation_data(ckpt_path, ckpt.image_size, data_path, progress)
-    y = align_classes(ds.classes, ckpt.classes, ds.y, source)
-    result = evaluate(model, ds.X, y, ckpt.classes)
-    result["checkpoint"] = str(ckpt_path)
+    return evaluate_model(load_model(target), data_path, progress)
+
+
+def evaluate_model(model, data_path: str | Path | None = None,
+                   progress: bool = False) -> dict[str, Any]:
+    """``evaluate``'s figures for a ``prediction.Model`` on its run's test split or on all
+    of ``data_path``, plus the checkpoint's path."""
+    ds, source = evaluation_data(model.path, model.image_size, data_path, progress)
+    y = align_classes(ds.classes, model.classes, ds.y, source)
+    result = evaluate(model.network, ds.X, y, model.classes)
+    result["checkpoint"] = str(model.path)
     return result

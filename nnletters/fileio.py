@@ -19,6 +19,9 @@ from nnletters.errors import NNLettersError
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
+# How a zip archive (an .npz too) starts: a member, or the end record of an empty one.
+ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
+
 
 @contextlib.contextmanager
 def atomic_open(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
@@ -114,8 +117,6 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 def read_json(path: str | Path) -> Any:
     """The JSON value in ``path`` (NNLettersError naming the file when it is unreadable)."""
-    from nnletters.errors import NNLettersError
-
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:

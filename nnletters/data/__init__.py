@@ -5,14 +5,24 @@
 
 Sources (see ``sources``): a folder of class folders, an archive of one, list files, or
 letters rendered from fonts (``synthetic``). Decoding (``images``) runs in parallel for large
-sources and is cached (``cache``); ``inspect`` reports what a dataset holds.
+sources and is cached (``cache``); ``loading`` puts them together; ``split`` makes seeded
+stratified splits; ``augment`` varies training batches; ``inspect`` reports what a dataset
+holds. The names below are imported on first use, so ``nnletters predict`` (which needs only
+``images``) does not load the rest.
 """
 
 from __future__ import annotations
 
-from nnletters.data.dataset import Dataset, Splits
-from nnletters.data.loading import load_dataset, load_splits
-from nnletters.data.split import dedup_against, stratified_split
+import importlib
+from typing import Any
 
-__all__ = ["Dataset", "Splits", "dedup_against", "load_dataset", "load_splits",
-           "stratified_split"]
+_NAMES = {"Dataset": "dataset", "Splits": "dataset", "load_dataset": "loading",
+          "load_splits": "loading", "dedup_against": "split", "stratified_split": "split"}
+
+__all__ = list(_NAMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _NAMES:
+        return getattr(importlib.import_module(f"nnletters.data.{_NAMES[name]}"), name)
+    raise AttributeError(f"module 'nnletters.data' has no attribute {name!r}")

@@ -136,14 +136,8 @@ def to_unit_float(pixels: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
 
 def prepare_user_image(path: str | Path, image_size: int, light_on_dark: bool = True,
                        fill: float = 0.9) -> npt.NDArray[np.float32]:
-    """An image file from a user -> (S*S,) float32 in [0, 1], ready for a model.
-
-    ``light_on_dark`` is the polarity the model was trained on (True: light glyph on a dark
-    background, as notMNIST). The background is read off the image's border and the image is
-    inverted when it is the other way round. The glyph is then cropped to its bounding box and
-    padded with background to a square in which it spans ``fill`` of the side (the way the
-    training glyphs fill their frames; see ``glyph_fill``), and resized.
-    """
+    """An image file from a user -> (S*S,) float32 in [0, 1], ready for a model
+    (see ``prepare_gray``)."""
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -152,6 +146,19 @@ def prepare_user_image(path: str | Path, image_size: int, light_on_dark: bool = 
     except OSError as exc:
         raise DataError(f"{path}: cannot read: {exc.strerror or exc}") from None
     gray, _ = read_gray(data, str(path))
+    return prepare_gray(gray, image_size, light_on_dark, fill)
+
+
+def prepare_gray(gray: npt.NDArray[np.uint8], image_size: int, light_on_dark: bool = True,
+                 fill: float = 0.9) -> npt.NDArray[np.float32]:
+    """A grey image (H, W) uint8 -> (S*S,) float32 in [0, 1], ready for a model.
+
+    ``light_on_dark`` is the polarity the model was trained on (True: light glyph on a dark
+    background, as notMNIST). The background is read off the image's border and the image is
+    inverted when it is the other way round. The glyph is then cropped to its bounding box and
+    padded with background to a square in which it spans ``fill`` of the side (the way the
+    training glyphs fill their frames; see ``glyph_fill``), and resized.
+    """
     background = _border_median(gray)
     if (background > 127) == light_on_dark:
         gray = 255 - gray

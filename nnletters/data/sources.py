@@ -29,6 +29,7 @@ import numpy.typing as npt
 
 from nnletters.data.images import IMAGE_EXTENSIONS, Item, is_image_name
 from nnletters.errors import DataError
+from nnletters.fileio import ZIP_MAGIC
 
 TAR_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 ZIP_SUFFIXES = (".zip",)
@@ -210,7 +211,6 @@ class _QuickTarInfo(tarfile.TarInfo):
         return info
 
 
-_ZIP_STARTS = (b"PK\x03\x04", b"PK\x05\x06")  # a member, or the end of an empty zip
 _COMPRESSED_STARTS = {"gzip": b"\x1f\x8b", "bzip2": b"BZh", "xz": b"\xfd7zXZ\x00"}
 
 
@@ -226,7 +226,7 @@ def _check_archive_start(path: Path) -> None:
     if not head:
         raise DataError(f"{path}: empty file, not an archive")
     if lower.endswith(ZIP_SUFFIXES):
-        expected, ok = "a zip archive", head[:4] in _ZIP_STARTS
+        expected, ok = "a zip archive", head[:4] in ZIP_MAGIC
     elif lower.endswith((".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")):
         kind = "gzip" if lower.endswith(("gz", "tgz")) else \
             "bzip2" if lower.endswith(("bz2", "tbz2")) else "xz"
