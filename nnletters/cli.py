@@ -212,9 +212,10 @@ def predict(images: tuple[str, ...], target: str | None, top_k: int, as_json: bo
               help="Report on all of this dataset instead of the run's test split.")
 @click.option("--out", type=click.Path(file_okay=False),
               help="Folder for the files (default: RUN_DIR/report/; with --compare, "
-                   "the current folder).")
+                   "a compare/ folder beside the first run).")
 @click.option("--compare", is_flag=True,
-              help="Overlay the validation curves of two or more RUN_DIRs in compare.png.")
+              help="Compare two or more RUN_DIRs: their final figures and validation curves "
+                   "in compare.html and compare.png.")
 @handle_errors
 def report_command(runs: tuple[str, ...], data_path: str | None, out: str | None,
                    compare: bool) -> None:
@@ -227,7 +228,8 @@ def report_command(runs: tuple[str, ...], data_path: str | None, out: str | None
             raise click.UsageError("--data cannot be used with --compare.")
         from nnletters.report import write_compare
 
-        click.echo(f"wrote {write_compare(list(runs), out)}")
+        png = write_compare(list(runs), out)
+        click.echo(f"wrote {png.with_name('compare.html')} and {png.name} beside it")
         return
     if len(runs) > 1:
         raise click.UsageError("Give one RUN_DIR (or use --compare to compare several).")

@@ -335,7 +335,7 @@ def _check_config(cfg: Config, where: str, origins: dict[str, str] | None = None
     if d.source == "path" and not d.path:
         raise ConfigError(f"{_source(where, origins, 'data.path')}: data.path: expected a "
                           f"folder, archive or list file (or data.source: synthetic), "
-                          f"got {d.path!r}")
+                          + ("but none is set" if d.path is None else f"got {d.path!r}"))
     if cfg.model.loss == "quadratic" and cfg.model.label_smoothing:
         raise ConfigError(f"{_source(where, origins, 'model.label_smoothing', 'model.loss')}: "
                           f"model.label_smoothing: expected 0 with the quadratic loss, "

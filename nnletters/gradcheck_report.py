@@ -21,6 +21,7 @@ from nnletters.errors import DataError
 from nnletters.nn.gradcheck import (
     DEFAULT_THRESHOLD,
     REL_ERROR_FLOOR,
+    STEP,
     check_gradients,
     fix_dropout_masks,
 )
@@ -32,12 +33,6 @@ KINKED = ("relu", "leaky_relu")  # activations whose derivative jumps at z = 0
 # h itself for a bias; closer than this many h, a kink may be crossed.
 KINK_REACH = 10
 
-# Central-difference step h. The loss itself is only exact to about one unit in the last
-# place (~4e-16 for a loss near 2.3), so the difference quotient carries ~ulp / (2h) of
-# round-off: 2e-11 at h = 1e-5, close to the 1e-10 that check_gradients tolerates on the
-# smallest gradients (threshold 1e-4 times its floor REL_ERROR_FLOOR = 1e-6). At h = 1e-4
-# the round-off is 2e-12 and the truncation error (~h^2) is still far below the threshold.
-STEP = 1e-4
 
 
 @dataclass

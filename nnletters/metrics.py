@@ -39,10 +39,12 @@ def read_history(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def format_epoch(row: dict[str, Any], epochs: int, is_best: bool) -> str:
-    """'epoch  3/20  lr 0.05  train 0.3121 91.2%  val 0.2803 92.0%  4.1s *'"""
-    text = (f"epoch {row['epoch']:>{len(str(epochs))}}/{epochs}  lr {row['lr']:.4g}  "
-            f"train loss {row['train_loss']:.4f} acc {100 * row['train_accuracy']:.2f}%")
+    """One line that fits 80 columns, e.g.
+    'epoch  3/20  lr 3.00e-04  train 0.3121 91.20%  val 0.2803 92.00%  4.1s  *'
+    (loss then accuracy; * marks a new best epoch)."""
+    text = (f"epoch {row['epoch']:>{len(str(epochs))}}/{epochs}  lr {row['lr']:.2e}  "
+            f"train {row['train_loss']:.4f} {100 * row['train_accuracy']:.2f}%")
     if row.get("val_loss") is not None:
-        text += f"  val loss {row['val_loss']:.4f} acc {100 * row['val_accuracy']:.2f}%"
+        text += f"  val {row['val_loss']:.4f} {100 * row['val_accuracy']:.2f}%"
     text += f"  {row['epoch_seconds']:.1f}s"
     return text + ("  *" if is_best else "")

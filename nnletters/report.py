@@ -167,32 +167,89 @@ def _mark_best(history: list[dict[str, Any]], best_epoch: int | None, monitor: s
 
 
 def confusion_png(confusion: NDArray[np.int64], classes: list[str], title: str = "") -> bytes:
-    """Heatmap of a (C, C) confusion matrix (rows true, columns predicted): the colour is the
-    fraction of each true class, the number the count (empty cells left blank)."""
+    """Heatmap of a (C, C) confusion matrix (rows true, columns predicted).
+
+    Up to FULL_MATRIX_CLASSES classes: the colour is the fraction of each true class, the
+    number the count. With more, a full matrix is mostly a bright diagonal and pale specks, so
+    the diagonal is masked (errors only, colour on a log scale of counts) and a second panel
+    ranks the classes by accuracy."""
     from matplotlib.figure import Figure
 
     counts = np.asarray(confusion, dtype=np.int64)
     n = len(classes)
-    support = counts.sum(axis=1, keepdims=True)
-    fraction = counts / np.maximum(support, 1)  # a class absent from the data stays all-zero
-    side = min(16.0, max(6.0, 0.55 * n + 2.5))
-    fig = Figure(figsize=(side + 1.2, side), dpi=DPI, layout="constrained")
-    ax = fig.subplots()
+    if n <= FULL_MATRIX_CLASSES:
+        side = max(6.0, 0.55 * n + 2.5)
+        fig = Figure(figsize=(side + 1.2, side), dpi=DPI, layout="constrained")
+        _fraction_heatmap(fig, fig.subplots(), counts, classes)
+    else:
+        side = min(16.0, 0.42 * n + 2.5)
+        fig = Figure(figsize=(side + 6.5, side), dpi=DPI, layout="constrained")
+        ax_err, ax_acc = fig.subplots(1, 2, width_ratios=[side, 5.0])
+        _error_heatmap(fig, ax_err, counts, classes)
+        _accuracy_bars(ax_acc, counts, classes)
+    fig.suptitle(title or "Confusion matrix")
+    return _figure_png(fig)
+
+
+FULL_MATRIX_CLASSES = 12
+
+
+def _fraction_heatmap(fig: Any, ax: Any, counts: NDArray[np.int64], classes: list[str]) -> None:
+    n = len(classes)
+    fraction = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     image = ax.imshow(fraction, cmap="Blues", vmin=0.0, vmax=1.0)
     fig.colorbar(image, ax=ax, shrink=0.8, label="fraction of the true class")
+    _label_axes(ax, classes)
+    for i in range(n):
+        for j in range(n):
+            if counts[i, j]:
+                ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=10,
+                        color="white" if fraction[i, j] > 0.55 else "black")
+
+
+def _error_heatmap(fig: Any, ax: Any, counts: NDArray[np.int64], classes: list[str]) -> None:
+    """Off-diagonal counts only, log colour, so that the few big confusions stand out."""
+    from matplotlib.colors import LogNorm
+    from matplotlib.ticker import FuncFormatter
+
+    errors = counts.astype(np.float64)
+    np.fill_diagonal(errors, np.nan)
+    errors[errors == 0] = np.nan
+    top = max(2.0, float(np.nanmax(errors)) if np.isfinite(errors).any() else 2.0)
+    image = ax.imshow(errors, cmap="Reds", norm=LogNorm(vmin=0.6, vmax=top))
+    bar = fig.colorbar(image, ax=ax, shrink=0.8, label="mistakes (log scale; diagonal hidden)")
+    plain = FuncFormatter(lambda v, _pos: f"{v:g}" if v >= 1 else "")
+    bar.ax.yaxis.set_major_formatter(plain)
+    bar.ax.yaxis.set_minor_formatter(plain)
+    _label_axes(ax, classes)
+    for i, j in zip(*np.nonzero(np.isfinite(errors)), strict=True):
+        ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=7,
+                color="white" if errors[i, j] > top ** 0.6 else "black")
+    ax.set_title("Mistakes: true class (rows) read as another (columns)")
+
+
+def _accuracy_bars(ax: Any, counts: NDArray[np.int64], classes: list[str]) -> None:
+    """Per-class accuracy (recall), worst first; classes absent from the data are left out."""
+    support = counts.sum(axis=1)
+    present = np.flatnonzero(support)
+    accuracy = np.diag(counts)[present] / support[present]
+    order = np.argsort(accuracy, kind="stable")
+    ax.barh(range(len(order)), 100 * accuracy[order], color="steelblue")
+    ax.set_yticks(range(len(order)), labels=[classes[present[k]] for k in order])
+    ax.invert_yaxis()
+    ax.set_xlim(max(0.0, 100 * float(accuracy.min()) - 5), 100)
+    ax.set_xlabel("accuracy of the class (%)")
+    ax.set_title("Per class, worst first")
+    ax.grid(True, axis="x", alpha=0.3)
+
+
+def _label_axes(ax: Any, classes: list[str]) -> None:
+    n = len(classes)
     ax.set_xticks(range(n), labels=classes)
     ax.set_yticks(range(n), labels=classes)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     ax.tick_params(top=False, bottom=True)
-    fontsize = 10 if n <= 12 else 8 if n <= 20 else 6
-    for i in range(n):
-        for j in range(n):
-            if counts[i, j]:
-                ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=fontsize,
-                        color="white" if fraction[i, j] > 0.55 else "black")
-    ax.set_title(title or "Confusion matrix")
-    return _figure_png(fig)
 
 
 def _figure_png(fig: Any) -> bytes:
@@ -395,14 +452,15 @@ def report_html(res: RunResults, pictures: dict[str, bytes]) -> str:
         f"<h2>Evaluation on the {_e(res.source)}</h2>",
         f"<p>accuracy <b>{_pct(ev['accuracy'])}</b>, loss {ev['loss']:.4f}, "
         f"{ev['n']:,} images; the pictures below use these images.</p>",
-        _per_class_table(ev),
     ]
     captions = {
         "curves.png": "Learning curves: loss and accuracy per epoch on the training and "
                       "validation sets, and the learning rate; the dashed line is the best "
                       "epoch, whose weights the run keeps.",
         "confusion.png": "Confusion matrix: rows are true classes, columns predictions; the "
-                         "colour is the fraction of the true class, the number the count.",
+                         "colour is the fraction of the true class, the number the count "
+                         f"(with more than {FULL_MATRIX_CLASSES} classes: mistakes only, and "
+                         "each class's accuracy, worst first).",
         "mistakes.png": " ".join(mistakes_header(
             len(rank_mistakes(res.y, res.proba)), len(res.y), MAX_MISTAKES, "images")),
         "weights.png": "First-layer weights: each tile is one unit's weights over the image.",
@@ -412,6 +470,7 @@ def report_html(res: RunResults, pictures: dict[str, bytes]) -> str:
         sections.append(f'<figure id="{file}"><figcaption><b>{file}</b>: {_e(captions[file])}'
                         f'</figcaption><img src="data:image/png;base64,{data}" alt="{file}">'
                         "</figure>")
+    sections.append("<h2>Per class</h2>" + _per_class_table(ev))
     sections.append(_mistake_list(res))
     sections.append("<h2>Config</h2><pre>" + _e(res.config_text or "(no config.yaml)")
                     + "</pre>")
@@ -589,32 +648,63 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def write_compare(targets: list[str | Path], out: str | Path | None = None) -> Path:
     """``nnletters report --compare``: compare.png of the runs' validation curves, each
-    labelled with its folder and the config values that differ between the runs."""
-    import yaml
-
+    labelled with its folder and the config values that differ between the runs, and
+    compare.html with it and a table of each run's final figures. Both go to ``out``
+    (default: a ``compare`` folder beside the first run). -> the PNG's path."""
     if len(targets) < 2:
         raise DataError("--compare needs at least two run folders")
-    from nnletters.metrics import read_history
-
-    runs: list[tuple[Path, list[dict[str, Any]], dict[str, Any]]] = []
-    for target in targets:
-        run_dir, _ = resolve_run(target)
-        history = read_history(run_dir)
-        if not any(r.get("val_loss") is not None for r in history):
-            raise DataError(f"{run_dir}: no validation rows in metrics.jsonl to compare")
-        config_path = run_dir / "config.yaml"
-        config = (yaml.safe_load(config_path.read_text("utf-8")) or {}) \
-            if config_path.exists() else {}
-        runs.append((run_dir, history, config))
-    differing = config_differences([c for _, _, c in runs])[:4]
+    runs = [_compare_inputs(target) for target in targets]
+    differing = config_differences([c for _, _, c, _ in runs])[:4]
     labelled = []
-    for run_dir, history, config in runs:
+    for run_dir, history, config, _ in runs:
         flat = _flatten(config)
         extra = ", ".join(f"{k}={json.dumps(flat.get(k))}" for k in differing)
         labelled.append((f"{run_dir.name}" + (f" ({extra})" if extra else ""), history))
-    out_dir = Path(out) if out is not None else Path(".")
+    out_dir = Path(out) if out is not None else runs[0][0].parent / "compare"
     _make_dir(out_dir)
-    path = out_dir / "compare.png"
     data = compare_png(labelled)
-    write_with(path, lambda fh: fh.write(data))
-    return path
+    write_with(out_dir / "compare.png", lambda fh: fh.write(data))
+    write_text(out_dir / "compare.html", _compare_html(runs, differing, data))
+    return out_dir / "compare.png"
+
+
+def _compare_inputs(target: str | Path) -> tuple[Path, list, dict[str, Any], dict | None]:
+    """(run folder, metrics rows, config, summary or None) of one run to compare."""
+    import yaml
+
+    from nnletters.metrics import read_history
+
+    run_dir, _ = resolve_run(target)
+    history = read_history(run_dir)
+    if not any(r.get("val_loss") is not None for r in history):
+        raise DataError(f"{run_dir}: no validation rows in metrics.jsonl to compare")
+    config_path = run_dir / "config.yaml"
+    config = (yaml.safe_load(config_path.read_text("utf-8")) or {}) \
+        if config_path.exists() else {}
+    summary_path = run_dir / "summary.json"
+    summary = json.loads(summary_path.read_text("utf-8")) if summary_path.exists() else None
+    return run_dir, history, config, summary
+
+
+def _compare_html(runs: list, differing: list[str], png: bytes) -> str:
+    """The compare page: one row of final figures per run, then the curves."""
+    head = ["run", *differing, "test accuracy", "best epoch", "epochs run",
+            "best val accuracy", "training time"]
+    rows = []
+    for run_dir, history, config, summary in runs:
+        flat, s = _flatten(config), summary or {}
+        best_val = max((r["val_accuracy"] for r in history
+                        if r.get("val_accuracy") is not None), default=None)
+        cells = [run_dir.name, *(json.dumps(flat.get(k)) for k in differing),
+                 _pct(s.get("test_accuracy")), s.get("best_epoch", "n/a"),
+                 s.get("epochs_run", len(history)), _pct(best_val),
+                 f"{s['train_seconds']:.1f} s" if "train_seconds" in s else "n/a"]
+        rows.append("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in cells) + "</tr>")
+    table = ("<table><tr>" + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr>"
+             + "".join(rows) + "</table>")
+    image = base64.b64encode(png).decode("ascii")
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>nnletters: {len(runs)} runs compared</title><style>{_CSS}</style></head>"
+            f"<body>\n<h1>{len(runs)} runs compared</h1>\n{table}\n"
+            f'<figure><img src="data:image/png;base64,{image}" alt="compare.png"></figure>'
+            "\n</body></html>\n")

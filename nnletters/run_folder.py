@@ -266,6 +266,8 @@ def _make_trainer(cfg: Config, splits, run_dir: Path, progress: bool,
     meta = model_meta(cfg, model, splits.classes, train.X)
     log(f"model: {model.describe()}, {model.theta.size:,} parameters; optimiser "
         f"{cfg.optim.name} lr {cfg.optim.lr:g}; run folder {run_dir}")
+    log(f"epoch lines: lr, then loss and accuracy on train and val; loss is "
+        f"{_loss_name(cfg)}")
     trainer = Trainer(cfg, model, optimizer, schedule, rng, train, splits.val, run_dir, meta,
                       default_callbacks(cfg, progress, log, callbacks))
     # Pixels shifted in from outside the image take the background's value.
@@ -277,6 +279,15 @@ def _make_trainer(cfg: Config, splits, run_dir: Path, progress: bool,
     if trainer.ema is not None:
         log(f"weights averaged (EMA decay {cfg.optim.ema:g}) for validation, best.npz and test")
     return trainer
+
+
+def _loss_name(cfg: Config) -> str:
+    if cfg.model.loss != "cross_entropy":
+        return f"{cfg.model.loss} (mean over the batch)"
+    if cfg.model.label_smoothing:
+        return (f"cross-entropy against labels smoothed by {cfg.model.label_smoothing:g} "
+                "(so it stays above 0 even when every answer is right)")
+    return "cross-entropy"
 
 
 def default_callbacks(cfg: Config, progress: bool, log: Callable[[str], None],

@@ -85,10 +85,10 @@ class Interrupted(KeyboardInterrupt):
 
     def message(self) -> str:
         if self.saved_epoch == 0:
-            return (f"Interrupted at epoch {self.epoch}, before any epoch was saved; "
+            return (f"Interrupted in epoch {self.epoch}, before any epoch was saved; "
                     "nothing to resume, start the run again")
-        return (f"Interrupted at epoch {self.epoch}; resume with: "
-                f"nnletters train --resume {shlex.quote(str(self.run_dir))}")
+        return (f"Interrupted in epoch {self.epoch}; epoch {self.saved_epoch} is saved; "
+                f"resume with: nnletters train --resume {shlex.quote(str(self.run_dir))}")
 
 
 def train_epoch(model: MLP, optimizer, X: F32, y: NDArray[np.int64], batch_size: int,

@@ -105,7 +105,7 @@ def run(tmp_path_factory) -> Path:
      "{cfg}: data.val_fraction + data.test_fraction: expected a sum < 1 so that training "
      "data is left, got 0.5 + 0.5"),
     ("data: {}\n", "{cfg}: data.path: expected a folder, archive or list file (or data.source: "
-                   "synthetic), got None"),
+                   "synthetic), but none is set"),
 ])
 def test_bad_config_is_one_line_naming_file_and_key(tmp_path, text, line):
     cfg = tmp_path / "bad.yaml"

@@ -69,7 +69,7 @@ def test_bad_override_is_named_and_file_values_name_the_file(tmp_path):
     assert error_of(None, ["optim.lr=-1"]) == "--set optim.lr=-1: optim.lr: expected a number " \
         "> 0, got -1"
     assert error_of(None, []) == "config: data.path: expected a folder, archive or list file " \
-        "(or data.source: synthetic), got None"
+        "(or data.source: synthetic), but none is set"
 
 
 @pytest.mark.parametrize("overrides, line", [

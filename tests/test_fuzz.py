@@ -148,10 +148,13 @@ def test_random_list_files_give_data_errors_only(tmp_path):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(content)
     good = "".join(f"{name} {name.split('/')[1]}\n" for name in letter_files()).encode()
+    outcomes = []
     for i in range(ROUNDS):
         path = tmp_path / f"list{i}.txt"
         path.write_bytes(mutate(good, rng))
-        only_our_errors(lambda p=path: load_dataset(p, 12, workers=1, cache=False), DataError)
+        outcomes.append(only_our_errors(
+            lambda p=path: load_dataset(p, 12, workers=1, cache=False), DataError))
+    assert {"ok", "refused"} <= set(outcomes)  # the mutations reach both outcomes
 
 
 def checkpoint_bytes(tmp_path: Path) -> bytes:
@@ -192,13 +195,15 @@ def test_hostile_checkpoint_metadata_gives_checkpoint_errors_only(tmp_path):
     image = tmp_path / "a.png"
     draw_letter("A", size=4).save(image)
     rng = np.random.default_rng(5)
+    outcomes = []
     for i in range(ROUNDS * 2):
         bad = dict(meta)
         for key in rng.choice(sorted(meta), size=int(rng.integers(1, 3)), replace=False):
             bad[str(key)] = HOSTILE_VALUES[int(rng.integers(len(HOSTILE_VALUES)))]
         path = tmp_path / f"m{i}.npz"
         np.savez(path, **{**arrays, "meta": np.array(json.dumps(bad))})
-        only_our_errors(lambda p=path: predict_one(p, image), CheckpointError)
+        outcomes.append(only_our_errors(lambda p=path: predict_one(p, image), CheckpointError))
+    assert "refused" in outcomes
 
 
 def predict_one(checkpoint: Path, image: Path) -> None:

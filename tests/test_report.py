@@ -219,6 +219,29 @@ def test_cli_compare_overlays_runs(run: Path, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     width, height = png_size((tmp_path / "cmp" / "compare.png").read_bytes())
     assert width >= 800 and height >= 300
+    page = (tmp_path / "cmp" / "compare.html").read_text()
+    for folder in (run, other):  # one row of final figures per run
+        summary = json.loads((folder / "summary.json").read_text())
+        assert f"<td>{folder.name}</td>" in page
+        assert f"<td>{100 * summary['test_accuracy']:.2f}%</td>" in page
+    assert "optim.lr" in page  # the differing config value is a column
+    default = CliRunner().invoke(main, ["report", "--compare", str(run), str(other)])
+    assert default.exit_code == 0, default.output
+    assert (run.parent / "compare" / "compare.html").exists()  # not the current folder
+
+
+def test_many_classes_confusion_shows_mistakes_and_ranked_accuracy() -> None:
+    from nnletters.report import FULL_MATRIX_CLASSES, confusion_png
+
+    classes = [chr(ord("A") + i) for i in range(26)]
+    counts = np.diag(np.full(26, 50))
+    counts[8, 9], counts[8, 8] = 7, 43  # I read as J
+    counts[20] = 0  # a class absent from the data
+    png = confusion_png(counts, classes, "26 classes")
+    width, height = png_size(png)
+    assert len(classes) > FULL_MATRIX_CLASSES and width > height  # two panels side by side
+    small = confusion_png(counts[:4, :4], classes[:4], "4 classes")
+    assert png_size(small)[0] < width
 
 
 def test_cli_train_report_writes_the_report(tmp_path: Path,

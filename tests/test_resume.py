@@ -210,7 +210,8 @@ def test_sigint_keeps_the_last_epoch_exits_130_and_resumes(runs):
     assert proc.returncode == 130
     epoch = saved_epoch(out)
     assert epoch >= 2
-    assert err == f"Interrupted at epoch {epoch + 1}; resume with: nnletters train --resume {out}\n"
+    assert err == (f"Interrupted in epoch {epoch + 1}; epoch {epoch} is saved; "
+                   f"resume with: nnletters train --resume {out}\n")
     assert [r["epoch"] for r in metrics.read_history(out)] == list(range(1, epoch + 1))
     assert not list(out.glob(".*.tmp"))
     # Resuming with fewer epochs than asked for at first ends the run there, appending rows.
@@ -235,7 +236,8 @@ def test_sigterm_in_process_exits_143_between_steps(letters_folder, tmp_path, mo
                                        "--config", str(tiny_config(tmp_path)),
                                        "--out", str(out)])
     assert result.exit_code == 143, result.output
-    assert result.stderr == f"Interrupted at epoch 3; resume with: nnletters train --resume {out}\n"
+    assert result.stderr == ("Interrupted in epoch 3; epoch 2 is saved; resume with: "
+                             f"nnletters train --resume {out}\n")
     assert saved_epoch(out) == 2 and len(metrics.read_history(out)) == 2
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers put back
 

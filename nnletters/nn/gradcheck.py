@@ -4,8 +4,13 @@ For a parameter entry w the numerical derivative is
 
     dL/dw ~= (L(w + h) - L(w - h)) / (2 h)
 
-whose error shrinks like h^2. In float64 with h = 1e-5 a correct backward pass agrees with it
-to about 1e-7 relative error or better; a wrong derivative is off by orders of magnitude more.
+whose truncation error shrinks like h^2 while its round-off grows like 1/h: the loss is only
+exact to about one unit in the last place (~4e-16 for a loss near 2.3), so the quotient
+carries ~ulp / (2h) of round-off, 2e-11 at h = 1e-5, close to the smallest gradients the check
+must judge (threshold 1e-4 times the floor REL_ERROR_FLOOR = 1e-6). At h = STEP = 1e-4 the
+round-off is 2e-12 and the truncation error (~h^2) is still far below the threshold, so a
+correct backward pass agrees to ~1e-7 relative error and a wrong derivative is off by orders
+of magnitude more.
 The loss includes the L2 term 0.5 * weight_decay * ||W||^2 (weights only), and dropout uses a
 fixed mask, so that L is a deterministic function of the parameters.
 """
@@ -23,6 +28,7 @@ DEFAULT_THRESHOLD = 1e-4  # a correct backward pass gives ~1e-7; a wrong one ~1e
 # Denominator floor: keeps round-off (about 1e-16 * L / h) on near-zero gradient entries
 # from counting as a relative error.
 REL_ERROR_FLOOR = 1e-6
+STEP = 1e-4  # the central-difference step h (see above)
 
 
 def total_loss(model, X: NDArray, y: NDArray[np.int64], weight_decay: float) -> float:
@@ -51,7 +57,7 @@ def fix_dropout_masks(model, n: int, rng: np.random.Generator) -> None:
 
 
 def check_gradients(model, X: NDArray, y: NDArray[np.int64], weight_decay: float = 0.0,
-                    h: float = 1e-5, max_entries: int = 64,
+                    h: float = STEP, max_entries: int = 64,
                     rng: np.random.Generator | None = None,
                     threshold: float = DEFAULT_THRESHOLD) -> list[dict[str, Any]]:
     """Compare backprop with central differences for every parameter tensor of a float64

@@ -151,7 +151,7 @@ class BatchNorm(Layer):
         running <- (1 - momentum) running + momentum batch.
     Evaluation: out = gamma * (x - running_mean) / sqrt(running_var + eps) + beta.
 
-    Backward (each xhat depends on every row through mu and var), with g = dout * gamma:
+    Backward (each xhat depends on every row through mu and var):
         dgamma = sum_n dout * xhat,   dbeta = sum_n dout
         dx = gamma / sqrt(var + eps) * (dout - (dbeta + xhat * dgamma) / N)
     """

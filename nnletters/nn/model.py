@@ -14,7 +14,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from nnletters.nn.functional import LOSSES, OUTPUTS
-from nnletters.nn.layers import Activation, Dense, Dropout, Layer
+from nnletters.nn.layers import Activation, BatchNorm, Dense, Dropout, Layer
 
 F32 = NDArray[np.float32]
 
@@ -57,7 +57,6 @@ class MLP:
             if last:
                 break  # the last Dense gives the logits; the loss applies the output function
             if self.batch_norm:
-                from nnletters.nn.layers import BatchNorm  # added with the batch-norm option
                 layers.append(BatchNorm(fan_out))
             layers.append(Activation(self.activation))
             if self.dropout > 0:
