@@ -108,15 +108,25 @@ def _warnings_on_one_line() -> Iterator[None]:
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no per-epoch lines.")
 @click.option("--report", "make_report", is_flag=True,
               help="Write the pictures and report.html into RUN/report/ when training ends.")
+@click.option("--dry-run", is_flag=True,
+              help="Print the resolved config, the data and a model summary; train nothing.")
 @handle_errors
 def train(config_path: str | None, resume_dir: str | None, overrides: tuple[str, ...],
-          out: str | None, quiet: bool, make_report: bool) -> None:
+          out: str | None, quiet: bool, make_report: bool, dry_run: bool) -> None:
     """Train a model from a YAML config and write a run folder, or --resume a stopped run.
 
     Ctrl-C (or SIGTERM) stops between two steps, keeps the last complete epoch's checkpoint
     and exits 130 (143)."""
     from nnletters.run_folder import new_run_dir, resume_run, train_run
 
+    if dry_run:
+        from nnletters.config import load_config
+        from nnletters.run_folder import dry_run as show
+
+        source = config_path if resume_dir is None or config_path else \
+            Path(resume_dir) / "config.yaml"
+        show(load_config(source, overrides), click.echo)
+        return
     if config_path is None and resume_dir is None:
         raise click.UsageError("Missing option '--config' (or '--resume RUN_DIR').")
     if resume_dir is not None and out is not None:
@@ -276,6 +286,23 @@ def gradcheck(config_path: str, overrides: tuple[str, ...], samples: int, entrie
         raise click.ClickException(
             f"gradient check failed for {', '.join(report.failed)}: max relative error "
             f"above {threshold:g}, so backprop disagrees with the finite differences")
+
+
+# --------------------------------------------------------------------------- config
+
+
+@main.group("config")
+def config_group() -> None:
+    """Config files: every key, its default and what it accepts."""
+
+
+@config_group.command("reference")
+@handle_errors
+def config_reference() -> None:
+    """Print every config key as a Markdown table (the README's Config reference)."""
+    from nnletters.config import reference_markdown
+
+    click.echo(reference_markdown(), nl=False)
 
 
 # --------------------------------------------------------------------------- data

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import re
 import types
 import typing
@@ -51,7 +52,7 @@ class SyntheticConfig:
 class AugmentConfig:
     """On-the-fly augmentation of training batches; off unless ``enabled``."""
 
-    enabled: bool = _spec(False)
+    enabled: bool = _spec(False, doc="augment training batches on the fly")
     translate: float = _spec(0.0, low=0.0, high=0.5, doc="max shift, fraction of image size")
     rotate: float = _spec(0.0, low=0.0, high=45.0, doc="max rotation, degrees")
     shear: float = _spec(0.0, low=0.0, high=45.0, doc="max shear, degrees")
@@ -63,11 +64,14 @@ class AugmentConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    source: str = _spec("path", choices=("path", "synthetic"))
+    source: str = _spec("path", choices=("path", "synthetic"),
+                        doc="path: images from data.path; synthetic: letters rendered from fonts")
     path: str | None = _spec(None, doc="folder, archive (.tar.gz/.tgz/.tar/.zip) or list file")
     image_size: int = _spec(28, low=4, high=256, doc="images are resized to this square size")
-    val_fraction: float = _spec(0.1, low=0.0, high=1.0, high_open=True)
-    test_fraction: float = _spec(0.1, low=0.0, high=1.0, high_open=True)
+    val_fraction: float = _spec(0.1, low=0.0, high=1.0, high_open=True,
+                                doc="share for validation (seeded, stratified) without split files")
+    test_fraction: float = _spec(0.1, low=0.0, high=1.0, high_open=True,
+                                 doc="share for the test figures, likewise")
     dedup: bool = _spec(False, doc="drop training images pixel-identical to a val/test image")
     cache: bool = _spec(True, doc="cache decoded arrays between runs")
     cache_dir: str | None = _spec(None, doc="where the cache lives (default ~/.cache/nnletters)")
@@ -79,24 +83,32 @@ class DataConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     hidden: list = _spec([256], doc="hidden layer widths; [] is a single linear layer")
-    activation: str = _spec("relu", choices=("relu", "leaky_relu", "tanh", "sigmoid"))
-    init: str = _spec("he", choices=("he", "xavier"))
-    dropout: float = _spec(0.0, low=0.0, high=1.0, high_open=True)
+    activation: str = _spec("relu", choices=("relu", "leaky_relu", "tanh", "sigmoid"),
+                            doc="activation after each hidden layer")
+    init: str = _spec("he", choices=("he", "xavier"),
+                      doc="initial weights: he (for ReLUs) or xavier (for tanh/sigmoid)")
+    dropout: float = _spec(0.0, low=0.0, high=1.0, high_open=True,
+                           doc="inverted dropout rate after each hidden layer")
     loss: str = _spec("cross_entropy", choices=("cross_entropy", "quadratic"),
                       doc="cross_entropy: softmax output; quadratic: sigmoid output, the seed's")
-    batch_norm: bool = _spec(False)
-    label_smoothing: float = _spec(0.0, low=0.0, high=1.0, high_open=True)
+    batch_norm: bool = _spec(False, doc="batch normalisation before each hidden activation")
+    label_smoothing: float = _spec(0.0, low=0.0, high=1.0, high_open=True,
+                                   doc="cross_entropy against targets smoothed by this much")
 
 
 @dataclass(frozen=True)
 class OptimConfig:
-    name: str = _spec("momentum", choices=("sgd", "momentum", "nesterov", "adam", "adamw"))
-    lr: float = _spec(0.05, low=0.0, low_open=True)
-    momentum: float = _spec(0.9, low=0.0, high=1.0, high_open=True)
+    name: str = _spec("momentum", choices=("sgd", "momentum", "nesterov", "adam", "adamw"),
+                      doc="the optimiser")
+    lr: float = _spec(0.05, low=0.0, low_open=True, doc="learning rate (the schedule starts here)")
+    momentum: float = _spec(0.9, low=0.0, high=1.0, high_open=True,
+                            doc="momentum / nesterov: velocity decay")
     weight_decay: float = _spec(0.0, low=0.0, doc="L2 on weights only (decoupled for adamw)")
-    beta1: float = _spec(0.9, low=0.0, high=1.0, high_open=True)
-    beta2: float = _spec(0.999, low=0.0, high=1.0, high_open=True)
-    eps: float = _spec(1e-8, low=0.0, low_open=True)
+    beta1: float = _spec(0.9, low=0.0, high=1.0, high_open=True,
+                         doc="adam/adamw: decay of the gradient average")
+    beta2: float = _spec(0.999, low=0.0, high=1.0, high_open=True,
+                         doc="adam/adamw: decay of the squared-gradient average")
+    eps: float = _spec(1e-8, low=0.0, low_open=True, doc="adam/adamw: added to the denominator")
     max_norm: float = _spec(0.0, low=0.0, doc="max L2 norm of each unit's incoming weights; 0 off")
     ema: float = _spec(0.0, low=0.0, high=1.0, high_open=True,
                        doc="decay of an exponential moving average of the weights; 0 off")
@@ -104,7 +116,8 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class ScheduleConfig:
-    name: str = _spec("constant", choices=("constant", "step", "exponential", "cosine", "plateau"))
+    name: str = _spec("constant", choices=("constant", "step", "exponential", "cosine", "plateau"),
+                      doc="how the learning rate changes per epoch")
     step_size: int = _spec(10, low=1, doc="step: epochs between decays")
     gamma: float = _spec(0.5, low=0.0, high=1.0, low_open=True, doc="step/exponential factor")
     min_lr: float = _spec(0.0, low=0.0, doc="cosine: final learning rate")
@@ -116,23 +129,25 @@ class ScheduleConfig:
 
 @dataclass(frozen=True)
 class EarlyStoppingConfig:
-    enabled: bool = _spec(True)
-    monitor: str = _spec("val_accuracy", choices=("val_accuracy", "val_loss"))
-    patience: int = _spec(5, low=1)
-    min_delta: float = _spec(0.0, low=0.0)
+    enabled: bool = _spec(True, doc="stop when the monitored metric stops improving")
+    monitor: str = _spec("val_accuracy", choices=("val_accuracy", "val_loss"),
+                         doc="the metric that picks the best epoch (best.npz)")
+    patience: int = _spec(5, low=1, doc="epochs without improvement before stopping")
+    min_delta: float = _spec(0.0, low=0.0, doc="smallest change that counts as improvement")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = _spec(10, low=1)
-    batch_size: int = _spec(128, low=1)
+    epochs: int = _spec(10, low=1, doc="epochs to train (at most, with early stopping)")
+    batch_size: int = _spec(128, low=1, doc="images per optimiser step")
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
 
 
 @dataclass(frozen=True)
 class Config:
-    seed: int = _spec(0, low=0)
-    name: str = _spec("run")
+    seed: int = _spec(0, low=0, doc="one seed: split, initial weights, shuffling, dropout, "
+                                    "augmentation")
+    name: str = _spec("run", doc="run folder prefix: runs/<name>-<time>")
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -343,6 +358,34 @@ def _check_config(cfg: Config, where: str, origins: dict[str, str] | None = None
 
 
 # --------------------------------------------------------------------------- saving
+
+
+def reference(cls: type = Config, prefix: str = "") -> list[tuple[str, str, str, str]]:
+    """(dotted key, default, accepted values, meaning) for every key, in file order: the
+    README's config reference is generated from this, so it cannot drift."""
+    rows = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        dotted, hint = prefix + f.name, hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            rows += reference(hint, dotted + ".")
+            continue
+        default = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
+        base = next((t for t in typing.get_args(hint) if t is not type(None)), hint)
+        accepted = ("a list of whole numbers >= 1" if base is list
+                    else _describe(base, f.metadata))
+        if type(None) in typing.get_args(hint):
+            accepted += " (or empty)"
+        shown = "(none)" if default is None else json.dumps(default)
+        rows.append((dotted, shown, accepted, f.metadata.get("doc", "")))
+    return rows
+
+
+def reference_markdown() -> str:
+    """``reference()`` as a Markdown table."""
+    lines = ["| key | default | accepted | meaning |", "| --- | --- | --- | --- |"]
+    lines += [f"| `{k}` | `{d}` | {a} | {m} |" for k, d, a, m in reference()]
+    return "\n".join(lines) + "\n"
 
 
 def to_dict(cfg: Any) -> dict:

@@ -327,6 +327,32 @@ def _summarise(trainer: Trainer, splits, train_seconds: float, t_start: float,
     return summary
 
 
+def dry_run(cfg: Config, log: Callable[[str], None] = print) -> None:
+    """``nnletters train --dry-run``: the resolved config, the data it names and a summary
+    of the model (layer, output shape, parameters), like Keras' ``model.summary()``;
+    nothing is trained or written."""
+    log(to_yaml(cfg).rstrip())
+    splits = _load_splits(cfg, False, log)
+    rng = np.random.default_rng(cfg.seed)
+    model, _, _ = build(cfg, splits.train.X.shape[1], len(splits.classes), rng)
+    log(model_summary(model))
+
+
+def model_summary(model) -> str:
+    """One row per layer: its name, output shape and trainable parameters, then the total."""
+    rows, width = [("layer", "output shape", "parameters")], model.sizes[0]
+    for layer in model.layers:
+        width = getattr(layer, "fan_out", width)
+        name = type(layer).__name__
+        detail = {"Activation": lambda x: f" ({x.name})", "Dropout": lambda x: f" ({x.p:g})",
+                  "Dense": lambda x: f" ({x.fan_in} -> {x.fan_out})"}.get(name)
+        params = sum(int(np.prod(shape)) for _, shape, _ in layer.param_specs)
+        rows.append((name + (detail(layer) if detail else ""), f"(N, {width})", f"{params:,}"))
+    rows.append(("total", "", f"{model.theta.size:,}"))
+    widths = [max(len(r[k]) for r in rows) for k in range(3)]
+    return "\n".join(f"{a:<{widths[0]}}  {b:<{widths[1]}}  {c:>{widths[2]}}" for a, b, c in rows)
+
+
 # --------------------------------------------------------------------------- resume
 
 

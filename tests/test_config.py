@@ -1,5 +1,7 @@
 """Config loading: every bad field is refused with one line naming file, key and value."""
 
+from pathlib import Path
+
 import pytest
 
 from nnletters.config import ConfigError, load_config, to_yaml
@@ -128,3 +130,29 @@ def test_bad_set_syntax(tmp_path):
 def test_empty_hidden_is_a_single_linear_layer(tmp_path):
     cfg = load_config(write(tmp_path, "data: {path: x}\nmodel: {hidden: []}\n"))
     assert cfg.model.hidden == []
+
+
+def test_readme_config_reference_is_generated_from_config_py():
+    from nnletters.config import reference, reference_markdown
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    block = readme.split("<!-- config-reference:start -->\n", 1)[1].split(
+        "<!-- config-reference:end -->", 1)[0]
+    assert block == reference_markdown(), "regenerate with: nnletters config reference"
+    keys = [k for k, *_ in reference()]
+    assert "data.augment.stroke" in keys and "optim.ema" in keys and len(keys) == len(set(keys))
+
+
+def test_dry_run_prints_config_and_model_summary_and_writes_nothing(tmp_path, letters_folder):
+    from click.testing import CliRunner
+
+    from nnletters.cli import main
+
+    result = CliRunner().invoke(main, ["train", "--dry-run", "--set", f"data.path={letters_folder}",
+                                       "--set", "model.hidden=[32]", "--out",
+                                       str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert "hidden: [32]" in result.output
+    assert "Dense (784 -> 32)" in result.output and "Dense (32 -> 4)" in result.output
+    assert result.output.splitlines()[-1].split() == ["total", f"{784 * 32 + 32 + 32 * 4 + 4:,}"]
+    assert not (tmp_path / "run").exists()
