@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from nnletters.errors import CheckpointError
+from nnletters.errors import CheckpointError, one_line
 from nnletters.fileio import ZIP_MAGIC, write_with
 
 FORMAT_VERSION = 1
@@ -107,14 +107,11 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
             raise CheckpointError(f"{path}: holds object arrays (pickled data); refused, "
                                   "a checkpoint holds plain arrays only") from None
         raise CheckpointError(f"{path}: not a valid checkpoint "
-                              f"({_one_line(exc)})") from None
+                              f"({one_line(exc)})") from None
     except Exception as exc:  # noqa: BLE001  zipfile and numpy raise many types on bad input
         raise CheckpointError(f"{path}: not a readable .npz checkpoint (truncated or corrupt: "
-                              f"{type(exc).__name__}: {_one_line(exc)})") from None
+                              f"{type(exc).__name__}: {one_line(exc)})") from None
 
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:200]
 
 
 def _parse_meta(path: Path, raw: np.ndarray) -> dict[str, Any]:
@@ -123,7 +120,7 @@ def _parse_meta(path: Path, raw: np.ndarray) -> dict[str, Any]:
             raise TypeError(f"a {raw.dtype} array of shape {raw.shape}, expected one string")
         meta = json.loads(str(raw[()]))
     except (ValueError, TypeError, RecursionError) as exc:
-        raise CheckpointError(f"{path}: metadata is not valid JSON ({_one_line(exc)})") from None
+        raise CheckpointError(f"{path}: metadata is not valid JSON ({one_line(exc)})") from None
     if not isinstance(meta, dict) or meta.get("kind") != KIND:
         raise CheckpointError(f"{path}: not an nnletters checkpoint (metadata kind "
                               f"{meta.get('kind') if isinstance(meta, dict) else None!r})")

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nnletters.errors import ConfigError
+from nnletters.errors import ConfigError, one_line
 
 
 def _spec(default: Any, *, choices: tuple | None = None, low: float | None = None,
@@ -193,7 +193,7 @@ def read_yaml_mapping(path: Path) -> dict:
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown place"
         raise ConfigError(f"{path}: YAML syntax error at {where}: {problem}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: YAML error: {' '.join(str(exc).split())}") from None
+        raise ConfigError(f"{path}: YAML error: {one_line(exc, 1000)}") from None
     if raw is None:
         return {}
     if not isinstance(raw, dict):

@@ -22,3 +22,8 @@ class CheckpointError(NNLettersError):
 
 class TrainingError(NNLettersError):
     """Training cannot go on (for example the loss diverged)."""
+
+
+def one_line(exc: BaseException, limit: int = 200) -> str:
+    """An exception's message folded onto one line (and cut), for quoting inside ours."""
+    return " ".join(str(exc).split())[:limit] or type(exc).__name__

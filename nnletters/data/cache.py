@@ -6,7 +6,7 @@ labels, and the names as UTF-8 JSON in byte arrays, so loading needs no pickle
 the arrays: the source's absolute path, the size and mtime of every file read, the image
 size, the decoder's limits and version. A changed file gives a new key, the stale entry of
 the same source is removed when the new one is written, and an unreadable cache file is
-simply rebuilt. Writes go to a temp file in the cache folder, then ``os.replace``.
+simply rebuilt. Writes are atomic (``nnletters.fileio``: a temp file, then ``os.replace``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import warnings
 import zipfile
 from dataclasses import dataclass
@@ -27,11 +26,12 @@ import PIL
 
 from nnletters.data import images
 from nnletters.data.dataset import Dataset
+from nnletters.errors import NNLettersError
+from nnletters.fileio import write_with
 
 FORMAT_VERSION = 1
 ENV_VAR = "NNLETTERS_CACHE_DIR"
 _ENTRY = re.compile(r"^[\w.-]+-[0-9a-f]{8}-s\d+-[0-9a-f]{16}\.npz$")
-_TEMP_PREFIX = ".nnletters-"
 
 
 def default_cache_dir() -> Path:
@@ -69,15 +69,9 @@ def store(file: Path, key: str, ds: Dataset, extra: dict[str, Any] | None = None
     }
     try:
         file.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=_TEMP_PREFIX, suffix=".tmp", dir=file.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)  # uncompressed: loads several times faster
-            os.replace(tmp, file)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    except OSError as exc:
+        # uncompressed: loads several times faster
+        write_with(file, lambda fh: np.savez(fh, **arrays))  # type: ignore[arg-type]
+    except (OSError, NNLettersError) as exc:
         warnings.warn(f"cannot write dataset cache {file}: {exc}", stacklevel=2)
         return
     _remove_stale(file)
@@ -136,8 +130,9 @@ def clear(cache_dir: str | Path | None = None) -> list[Entry]:
         entry.path.unlink(missing_ok=True)
     folder = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     if folder.is_dir():
-        for tmp in folder.glob(f"{_TEMP_PREFIX}*.tmp"):
-            tmp.unlink(missing_ok=True)
+        for tmp in folder.glob(".*.tmp"):  # fileio's temp files: .<entry>.<random>.tmp
+            if _ENTRY.match(tmp.name[1:].rsplit(".", 2)[0]):
+                tmp.unlink(missing_ok=True)
     return removed
 
 

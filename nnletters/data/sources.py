@@ -28,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from nnletters.data.images import IMAGE_EXTENSIONS, Item, is_image_name
-from nnletters.errors import DataError
+from nnletters.errors import DataError, one_line
 from nnletters.fileio import ZIP_MAGIC
 
 TAR_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
@@ -271,7 +271,7 @@ def _tar_items(path: Path, refused: list[tuple[str, str]]) -> Iterator[Item]:
     except DataError:
         raise
     except Exception as exc:  # noqa: BLE001  tarfile and the decompressors raise many types
-        raise DataError(f"{path}: truncated or corrupt archive ({_one_line(exc)})") from None
+        raise DataError(f"{path}: truncated or corrupt archive ({one_line(exc)})") from None
 
 
 def _zip_items(path: Path, refused: list[tuple[str, str]]) -> Iterator[Item]:
@@ -279,7 +279,7 @@ def _zip_items(path: Path, refused: list[tuple[str, str]]) -> Iterator[Item]:
     try:
         archive = zipfile.ZipFile(path)
     except Exception as exc:  # noqa: BLE001  zipfile raises many types on a damaged directory
-        raise DataError(f"{path}: truncated or corrupt archive ({_one_line(exc)})") from None
+        raise DataError(f"{path}: truncated or corrupt archive ({one_line(exc)})") from None
     with archive:
         for info in sorted(archive.infolist(), key=lambda i: i.header_offset):
             if info.is_dir():
@@ -299,13 +299,10 @@ def _zip_items(path: Path, refused: list[tuple[str, str]]) -> Iterator[Item]:
             try:
                 data = archive.read(info)
             except Exception as exc:  # noqa: BLE001  a damaged member costs only itself
-                refused.append((info.filename, f"damaged archive member: {_one_line(exc)}"))
+                refused.append((info.filename, f"damaged archive member: {one_line(exc)}"))
                 continue
             yield "/".join(parts), data
 
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:200] or type(exc).__name__
 
 
 def _member_parts(name: str, refused: list[tuple[str, str]]) -> list[str] | None:
