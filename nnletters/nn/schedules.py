@@ -11,11 +11,11 @@ lr over ``warmup_epochs``) can precede any of them; the schedule proper then sta
     plateau:      lr * factor ** (number of times the metric stalled for `patience` epochs)
 
 Changing ``train.epochs`` at a resume (``--resume --set train.epochs=N``) never raises the
-rate. Only cosine depends on the number of epochs; it keeps annealing from where it was: the
-part of the curve still ahead, from the rate the next epoch had in the old plan down to
-``min_lr``, is spread over the epochs that remain (``replan``). A finished cosine run that is
-extended therefore goes on at ``min_lr``. Step, exponential, plateau and constant go on
-exactly as before. With ``train.epochs`` unchanged a resume follows the same plan, bit for bit.
+rate. Only cosine depends on the number of epochs; it keeps annealing from where it ended:
+from the rate of the last epoch trained, the anneal down to ``min_lr`` is spread over the
+epochs up to N (``replan``), so an extended finished run still learns, more and more slowly.
+Step, exponential, plateau and constant go on exactly as before. With ``train.epochs``
+unchanged a resume follows the same plan, bit for bit.
 """
 
 from __future__ import annotations
@@ -54,8 +54,9 @@ class Schedule:
         raise ValueError(f"unknown schedule {c.name!r}")
 
     def _progress(self, e: int) -> float:
-        """Share of the cosine anneal done at post-warm-up epoch ``e``, once replanned:
-        linear from 0 to p0 up to e0 (the first plan), then from p0 to 1 over the rest."""
+        """Share of the cosine anneal done at post-warm-up epoch ``e``, once replanned at
+        (e0, p0): linear from 0 to p0 up to e0 (the first plan), then from p0 to 1 at the
+        new end."""
         e0, p0 = self.anchor
         if e < e0:
             return p0 * e / e0
@@ -67,22 +68,22 @@ class Schedule:
         ``self.epochs``: the rest of the schedule is fitted to the new length without ever
         going up (see the module docstring). Returns one line saying what happens."""
         c, old = self.cfg, self.epochs
-        e0 = done - c.warmup_epochs
-        was = self.lr(done)  # the rate the next epoch had in the old plan
-        if c.name == "cosine" and e0 > 0:
-            p0 = (e0 / max(1, old - c.warmup_epochs) if self.anchor is None
-                  else self._progress(e0))
-            self.anchor = (e0, p0)
+        last = done - 1 - c.warmup_epochs  # post-warm-up index of the last epoch trained
+        if c.name == "cosine" and last >= 0:
+            p0 = (last / max(1, old - c.warmup_epochs) if self.anchor is None
+                  else self._progress(last))
+            self.anchor = (last, p0)
         self.epochs = epochs
         change = f"train.epochs {old} -> {epochs}"
         if c.name != "cosine":
             return (f"{change}: the {c.name} schedule does not depend on the number of "
-                    f"epochs and goes on as before (lr {self.lr(done):.3g} at epoch {done + 1})")
-        if e0 <= 0:
+                    f"epochs and goes on as before (lr {self.lr(done):.2e} at epoch {done + 1})")
+        if last < 0:
             return (f"{change}: the cosine anneal had not begun; it now runs to epoch "
                     f"{epochs}")
-        return (f"{change}: the cosine anneal keeps going down from lr {was:.3g} (epoch "
-                f"{done + 1}) to min_lr {c.min_lr:g} at epoch {epochs}; it is not restarted")
+        return (f"{change}: the cosine anneal goes on down from lr {self.lr(done - 1):.2e} "
+                f"(epoch {done}, the last trained) to min_lr {c.min_lr:g} at epoch {epochs}; "
+                f"it is not restarted")
 
     def observe(self, metric: float | None) -> None:
         """After an epoch: the plateau schedule decays when the metric stopped improving."""
