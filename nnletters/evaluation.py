@@ -106,18 +106,21 @@ def evaluation_data(ckpt_path: Path, image_size: int, data_path: str | Path | No
     config.yaml beside the checkpoint (same data, fractions and seed)."""
     if data_path is not None:
         from nnletters.data import load_dataset
+        from nnletters.data.fingerprint import warn_if_changed
 
         ds, source = load_dataset(data_path, image_size, progress=progress), str(data_path)
+        warn_if_changed(Path(ckpt_path).parent, data_path, ds)
     else:
         from nnletters.config import load_config
-        from nnletters.data import load_splits
+        from nnletters.data.fingerprint import run_test_split
 
         config_path = Path(ckpt_path).parent / "config.yaml"
         if not config_path.exists():
             raise DataError(f"{ckpt_path}: no config.yaml beside it to find the run's test "
                             "split; pass --data PATH")
         cfg = load_config(config_path)
-        ds = load_splits(cfg.data, cfg.seed, progress=progress).test
+        # The recorded data (fonts included) or a refusal saying what differs: see data.json.
+        ds = run_test_split(Path(ckpt_path).parent, cfg, progress=progress)
         source = f"test split of {cfg.data.path or 'synthetic letters'}"
     if len(ds.y) == 0:
         raise DataError(f"{source}: no test images to evaluate on; pass --data PATH")

@@ -9,6 +9,8 @@ model, train, test, and write the summary. The loop itself is ``nnletters.traini
         best.npz         the same at the best epoch of the monitored metric
         summary.json     best epoch and metric, why it stopped, test accuracy and loss, sizes, times
         skipped.txt      unreadable input files and why (only when there were any)
+        data.json        what identifies the data: a digest of each split, synthetic fonts
+                         with their sha256 (eval/report/resume re-create exactly this data)
         fonts.txt        fonts used to render synthetic letters (synthetic data only)
         .lock            held by the process training in the folder (gone when it ends)
 """
@@ -29,11 +31,19 @@ import numpy as np
 
 from nnletters.callbacks import Callback, EarlyStopping, EpochLog, MetricsFiles, ProgressBar
 from nnletters.checkpoint import load_checkpoint
-from nnletters.config import Config, load_config, to_yaml
+from nnletters.config import Config, load_config, to_dict, to_yaml
+from nnletters.data import fingerprint
 from nnletters.data.images import data_polarity, glyph_fill
 from nnletters.errors import CheckpointError, NNLettersError
 from nnletters.fileio import read_json, remove_temp_files, write_json, write_text
-from nnletters.training import Trainer, build, check_resumable, is_finished, restore_trainer
+from nnletters.training import (
+    Trainer,
+    build,
+    check_resumable,
+    finished,
+    read_history,
+    restore_trainer,
+)
 
 try:
     import fcntl
@@ -208,6 +218,12 @@ def resume_run(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = (),
         raise CheckpointError(f"{run_dir}: no such run folder to resume")
     with run_lock(run_dir):
         ckpt, cfg = _resumable(run_dir, overrides, config_path)
+        if finished(ckpt.meta, cfg) and (run_dir / "summary.json").exists():
+            # Decided from the checkpoint alone: no data is loaded and no file is touched.
+            log(f"resume: the run already finished at epoch {ckpt.meta['epoch']}; nothing "
+                f"changed (to train on, raise train.epochs: --set train.epochs="
+                f"{ckpt.meta['epoch'] + 10})")
+            return Run(run_dir, read_json(run_dir / "summary.json"), read_history(run_dir))
         remove_temp_files(run_dir)  # left by a crash in the middle of a write
         return _run(cfg, run_dir, progress, log, callbacks, resume=ckpt)
 
@@ -218,19 +234,19 @@ def _run(cfg: Config, run_dir: Path, progress: bool, log: Callable[[str], None],
     t_start = time.perf_counter()
     if cfg.data.path:  # saved absolute, so eval/report find the data from any folder
         cfg = replace(cfg, data=replace(cfg.data, path=str(Path(cfg.data.path).resolve())))
-    splits = _load_splits(cfg, progress, log)
+    record = _data_to_resume_on(run_dir, cfg, resume, log)
+    splits = _load_splits(cfg, progress, log, fingerprint.recorded_fonts(record, str(run_dir)))
+    if record is not None:
+        fingerprint.check_splits(record, splits, str(run_dir))
     trainer = _make_trainer(cfg, splits, run_dir, progress, log, callbacks)
     if resume is not None:
-        restore_trainer(trainer, resume)
-        if is_finished(trainer.state, cfg) and (run_dir / "summary.json").exists():
-            log(f"resume: the run already finished at epoch {trainer.state.epoch}; nothing "
-                f"changed (to train on, raise train.epochs: --set train.epochs="
-                f"{trainer.state.epoch + 10})")
-            return Run(run_dir, read_json(run_dir / "summary.json"), trainer.state.history)
+        schedule_note = restore_trainer(trainer, resume)
         log(f"resume: continuing after epoch {trainer.state.epoch} of {cfg.train.epochs} "
             f"from {resume.path}")
+        if schedule_note:
+            log(f"resume: {schedule_note}")
     write_text(run_dir / "config.yaml", to_yaml(cfg))  # a resume saves its new epochs
-    record_inputs(run_dir, splits, log)
+    record_inputs(run_dir, cfg, splits, log, replace_record=record is None)
     t_train = time.perf_counter()
     state = trainer.fit()
     if state.stop_reason:
@@ -240,11 +256,26 @@ def _run(cfg: Config, run_dir: Path, progress: bool, log: Callable[[str], None],
     return Run(run_dir, summary, state.history)
 
 
-def _load_splits(cfg: Config, progress: bool, log: Callable[[str], None]):
+def _data_to_resume_on(run_dir: Path, cfg: Config, resume, log: Callable[[str], None]
+                       ) -> dict[str, Any] | None:
+    """data.json of a resumed run whose data config is unchanged: the data it must train on
+    again. None for a new run, a run without data.json, or one resumed with other data."""
+    if resume is None:
+        return None
+    record = fingerprint.read_record(run_dir)
+    if record is not None and to_dict(cfg.data) != resume.meta["config"].get("data"):
+        log("resume: the data section of the config changed; training goes on with the new "
+            f"data, recorded in {fingerprint.RECORD_NAME}")
+        return None
+    return record
+
+
+def _load_splits(cfg: Config, progress: bool, log: Callable[[str], None],
+                 fonts: list[Path] | None = None):
     from nnletters.data import load_splits
 
     t_start = time.perf_counter()
-    splits = load_splits(cfg.data, cfg.seed, progress=progress)
+    splits = load_splits(cfg.data, cfg.seed, progress=progress, fonts=fonts)
     train, val, test = splits.train, splits.val, splits.test
     log(f"data: {len(splits.classes)} classes, {len(train.y)} train / {len(val.y)} val / "
         f"{len(test.y)} test images of {cfg.data.image_size}x{cfg.data.image_size} "
@@ -373,8 +404,12 @@ def _resumable(run_dir: Path, overrides: list[str] | tuple[str, ...],
     return ckpt, cfg
 
 
-def record_inputs(run_dir: Path, splits, log: Callable[[str], None]) -> None:
-    """skipped.txt (unreadable files) and fonts.txt (synthetic fonts) in the run folder."""
+def record_inputs(run_dir: Path, cfg: Config, splits, log: Callable[[str], None],
+                  replace_record: bool = True) -> None:
+    """data.json (what identifies the data: digests of each split, the synthetic fonts with
+    their hashes), skipped.txt (unreadable files) and fonts.txt (synthetic fonts)."""
+    if replace_record or not (run_dir / fingerprint.RECORD_NAME).exists():
+        fingerprint.write_record(run_dir, fingerprint.data_record(cfg.data, splits))
     if splits.skipped:
         write_text(run_dir / "skipped.txt",
                    "".join(f"{name}\t{reason}\n" for name, reason in splits.skipped))

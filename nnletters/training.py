@@ -440,8 +440,12 @@ def check_resumable(cfg: Config, ckpt, run_dir: Path) -> None:
                           f"already completed {m['epoch']} epochs")
 
 
-def restore_trainer(trainer: Trainer, ckpt) -> None:
-    """Put ``trainer`` back in the state ``ckpt`` (the run's last.npz) was saved in."""
+def restore_trainer(trainer: Trainer, ckpt) -> str | None:
+    """Put ``trainer`` back in the state ``ckpt`` (the run's last.npz) was saved in.
+
+    When ``train.epochs`` differs from the length the saved schedule was planned for, the
+    schedule is fitted to the new length without raising the rate (``Schedule.replan``);
+    returns its one-line description then, else None."""
     m, cfg = ckpt.meta, trainer.cfg
     for key in ("classes", "input_size"):
         if key in m and m[key] != trainer.meta_base[key]:
@@ -453,13 +457,27 @@ def restore_trainer(trainer: Trainer, ckpt) -> None:
                and row["epoch"] <= epoch]
     trainer.restore(ckpt, history)
     st = trainer.state
-    trained_epochs = (m["config"].get("train") or {}).get("epochs", cfg.train.epochs)
+    trained_epochs = _trained_epochs(m, cfg)
     if st.stopped_early and cfg.train.epochs > trained_epochs:
         st.stop_reason, st.bad_epochs = None, 0  # asked for more: a fresh patience window
+    schedule = trainer.schedule
+    if "epochs" not in m["schedule"]:  # saved before schedules recorded their length
+        schedule.epochs = trained_epochs
+    if schedule.epochs == cfg.train.epochs:
+        return None
+    return schedule.replan(st.epoch, cfg.train.epochs)
 
 
-def is_finished(state: TrainState, cfg: Config) -> bool:
-    return state.stopped_early or state.epoch >= cfg.train.epochs
+def _trained_epochs(meta: dict[str, Any], cfg: Config) -> int:
+    return int((meta["config"].get("train") or {}).get("epochs", cfg.train.epochs))
+
+
+def finished(meta: dict[str, Any], cfg: Config) -> bool:
+    """Would resuming the checkpoint with metadata ``meta`` under ``cfg`` train nothing?
+    True when its epochs are done, or it stopped early and ``cfg`` asks for no more."""
+    stopped = bool(meta.get("stop_reason") or meta.get("stopped_early"))
+    return int(meta["epoch"]) >= cfg.train.epochs or (
+        stopped and cfg.train.epochs <= _trained_epochs(meta, cfg))
 
 
 def read_history(run_dir: Path) -> list:

@@ -5,8 +5,10 @@ wrong."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from click.testing import CliRunner
@@ -15,6 +17,8 @@ from nnletters.cli import main
 from nnletters.config import load_config
 from nnletters.data.synthetic import write_dataset
 from nnletters.nn import functional as F
+from nnletters.nn.gradcheck import backprop_gradient, check_gradients, total_loss
+from nnletters.nn.model import MLP
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTMNIST = Path(__file__).resolve().parents[2] / "shared/data/notMNIST_small.tar.gz"
@@ -176,3 +180,81 @@ def test_usage_errors_exit_2(letters, tmp_path):
     config = small_config(tmp_path, letters)
     assert gradcheck("--config", config, "--set", "no-equals-sign").exit_code == 2
     assert gradcheck("--config", config, "--samples", 0).exit_code == 2
+
+
+# --------------------------------------------------------------------------- ReLU kinks
+# Issue 13 item 6: the README's own quickstart config failed (relative error 0.37 on
+# model/0/b) because a ReLU pre-activation sat within h of 0. Such entries are skipped and
+# counted; a wrong derivative still fails.
+
+
+def relu_model_with_a_kink(h: float) -> tuple[MLP, np.ndarray, np.ndarray, int]:
+    """A float64 12-6-4 ReLU net and a batch where hidden unit 2's pre-activation on sample 0
+    is h/3 once check_gradients (rng seeded 0) has nudged the biases: a step of h on b[2]
+    crosses the kink. -> (model, X, y, the kinked unit)."""
+    rng = np.random.default_rng(4)
+    model = MLP([12, 6, 4], "relu", "he", 0.0, "cross_entropy", rng, dtype=np.float64)
+    X, y = rng.random((5, 12)), np.array([0, 1, 2, 3, 0])
+    nudge = np.random.default_rng(0).normal(0.0, 0.01, model.theta.size - model.n_decay)
+    dense = model.stateful_layers()[0]
+    unit = 2
+    z = X[0] @ dense.W[:, unit] + dense.b[unit] + nudge[unit]
+    dense.b[unit] += h / 3 - z
+    return model, X, y, unit
+
+
+def test_entries_at_a_relu_kink_are_skipped_and_counted():
+    h = 1e-4
+    model, X, y, unit = relu_model_with_a_kink(h)
+    # The old check: the plain difference quotient on b[2] disagrees with backprop.
+    twin = MLP([12, 6, 4], "relu", "he", 0.0, "cross_entropy", np.random.default_rng(4),
+               dtype=np.float64)
+    twin.theta[...] = model.theta
+    twin.theta[twin.n_decay:] += np.random.default_rng(0).normal(0.0, 0.01,
+                                                                 twin.theta.size - twin.n_decay)
+    grad = backprop_gradient(twin, X, y, 0.0)
+    i = twin.n_decay + unit  # b[2] is the first bias tensor's entry 2
+    numeric = _central_difference_plain(twin, X, y, i, h)
+    assert abs(grad[i] - numeric) / (abs(grad[i]) + abs(numeric)) > 1e-2
+    results = {r["name"]: r for r in check_gradients(model, X, y, h=h, max_entries=100,
+                                                     rng=np.random.default_rng(0))}
+    assert all(r["passed"] for r in results.values()), results
+    assert results["model/0/b"]["kinks_skipped"] >= 1
+    assert results["model/0/W"]["kinks_skipped"] >= 1  # W[j, 2] with x_j > 1/3 cross it too
+    worst = results["model/0/b"]["worst"]
+    assert worst["index"] != [unit]
+    assert abs(worst["analytic"] - worst["numeric"]) <= 1e-4 * abs(worst["analytic"]) + 1e-10
+
+
+def _central_difference_plain(model, X, y, i: int, h: float) -> float:
+    saved = model.theta[i]
+    model.theta[i] = saved + h
+    up = total_loss(model, X, y, 0.0)
+    model.theta[i] = saved - h
+    down = total_loss(model, X, y, 0.0)
+    model.theta[i] = saved
+    return (up - down) / (2 * h)
+
+
+QUICKSTART = ROOT / "configs" / "quickstart.yaml"
+SMALL_QUICKSTART = ["--set", "data.synthetic.per_class=20", "--set", "data.cache=false"]
+
+
+@pytest.mark.parametrize("seed", [2, 6])  # both failed (22 DejaVu fonts) before the skip
+def test_the_quickstart_config_passes(seed):
+    result = gradcheck("--config", QUICKSTART, *SMALL_QUICKSTART, "--set", f"seed={seed}")
+    assert result.exit_code == 0, result.output
+    assert "all 4 tensors pass" in result.output
+    worst = next(line for line in result.output.splitlines() if line.startswith("worst entry"))
+    assert re.fullmatch(r"worst entry model/\d/[Wb]\[[\d, ]+\]: backprop \S+, numeric \S+", worst)
+
+
+def test_a_wrong_relu_derivative_still_fails_on_the_quickstart(monkeypatch):
+    # ReLU' is [z > 0]; forgetting the mask (passing da through) is the bug to catch.
+    monkeypatch.setitem(F.DERIVATIVES, "relu", lambda a, da: da)
+    result = gradcheck("--config", QUICKSTART, *SMALL_QUICKSTART, "--set", "seed=2", "--json")
+    assert result.exit_code == 1
+    rows = {r["tensor"]: r for r in json.loads(result.output.split("\nError: ")[0])}
+    assert not rows["model/0/W"]["passed"] and not rows["model/0/b"]["passed"]
+    assert rows["model/0/b"]["kinks_skipped"] < rows["model/0/b"]["checked"] // 2
+    assert error_line(result).startswith("Error: gradient check failed for model/0/W, model/0/b")

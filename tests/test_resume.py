@@ -303,14 +303,47 @@ def test_resume_is_exact_with_ema_batch_norm_and_augmentation(letters_folder, tm
     assert any(k.startswith("ema/") for k in arrays(resumed / "last.npz"))
 
 
-def test_resume_of_a_finished_run_trains_nothing(two_epochs):
-    before = arrays(two_epochs / "last.npz")
-    again = cli("--resume", str(two_epochs))
+def folder_bytes(run: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file of a run folder: its bytes and modification time (ns)."""
+    return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(run.iterdir())
+            if p.is_file()}
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_resume_of_a_finished_run_changes_nothing(two_epochs, quiet):
+    """Issue 13 item 4: once rewrote summary.json (train_seconds 0.0, another test
+    accuracy). Now one line, and not one byte of the folder written."""
+    before = folder_bytes(two_epochs)
+    summary = json.loads(before["summary.json"][0])
+    again = cli("--resume", str(two_epochs), *(["-q"] if quiet else []))
     assert again.exit_code == 0, again.output
-    assert "resume: the run already finished at epoch 2" in again.output
-    after = arrays(two_epochs / "last.npz")
-    assert all(np.array_equal(before[k], after[k]) for k in before)
-    assert len(metrics.read_history(two_epochs)) == 2
+    assert folder_bytes(two_epochs) == before  # summary.json, checkpoints, metrics, data.json
+    if quiet:
+        assert again.output == (f"test accuracy {100 * summary['test_accuracy']:.2f}%  "
+                                f"run folder {two_epochs}\n")
+    else:
+        assert again.output == ("resume: the run already finished at epoch 2; nothing changed "
+                                "(to train on, raise train.epochs: --set train.epochs=12)\n")
+    assert summary["train_seconds"] > 0
+    evaluated = CliRunner().invoke(main, ["eval", str(two_epochs), "--json"])
+    assert evaluated.exit_code == 0, evaluated.output
+    assert json.loads(evaluated.output)["accuracy"] == summary["test_accuracy"]
+
+
+def test_resume_of_a_run_that_stopped_early_changes_nothing(letters_folder, tmp_path):
+    out = tmp_path / "early"
+    done = cli("--config", str(tiny_config(tmp_path, epochs=30)), "--set",
+               f"data.path={letters_folder}", "--set", "train.early_stopping.patience=1",
+               "--set", "train.early_stopping.enabled=true",
+               "--out", str(out), "-q")
+    assert done.exit_code == 0, done.output
+    meta = load_checkpoint(out / "last.npz").meta
+    assert meta["stopped_early"] and meta["epoch"] < 30
+    before = folder_bytes(out)
+    again = cli("--resume", str(out))
+    assert again.exit_code == 0, again.output
+    assert again.output.startswith(f"resume: the run already finished at epoch {meta['epoch']};")
+    assert again.output.count("\n") == 1 and folder_bytes(out) == before
 
 
 def test_resume_refuses_a_different_architecture(two_epochs, tmp_path):

@@ -20,6 +20,7 @@ class Dataset:
     skipped: list[tuple[str, str]]    # (name, reason) of files that could not be read
     split: npt.NDArray[np.int8] | None = None  # (N,) 0 train, 1 val, 2 test, if defined
     fonts: list[str] = field(default_factory=list)  # synthetic letters: the fonts drawn from
+    font_files: list[str] = field(default_factory=list)  # ... and their files (absolute paths)
 
     def __len__(self) -> int:
         return len(self.y)
@@ -41,4 +42,6 @@ class Splits:
     classes: list[str]
     skipped: list[tuple[str, str]]
     fonts: list[str] = field(default_factory=list)  # filled by the synthetic source
+    font_files: list[str] = field(default_factory=list)  # the font files those came from
+    source_digest: dict = field(default_factory=dict)  # the whole source's {"n", "sha256"}
     n_deduped: int = 0  # training images dropped as pixel-identical to a val/test image

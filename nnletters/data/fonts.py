@@ -1,7 +1,8 @@
 """Finding the fonts on this machine that can draw capital letters, for the synthetic source.
 
-Fonts come from fontconfig (``fc-list``) when it is installed, else from the usual font
-folders of Linux, macOS and Windows. A font is kept only if it loads and draws each of A-Z as
+Fonts come from the folders or files named in ``$NNLETTERS_FONTS`` (separated like ``PATH``)
+when it is set, else from fontconfig (``fc-list``) when it is installed, else from the usual
+font folders of Linux, macOS and Windows. A font is kept only if it loads and draws each of A-Z as
 a visible glyph different from its "missing glyph" box, so symbol and icon fonts drop out.
 When nothing usable is found, :func:`builtin_font` falls back to the scalable font shipped
 inside Pillow (>= 10.1), so rendering works on any machine.
@@ -15,6 +16,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +31,9 @@ _PICTURE_FONT = re.compile(r"symbol|dingbat|wingding|webding|emoji|icon|ornament
 _UNMAPPED = "\U0010fffd"
 _CAPITALS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 MAX_INSTANCES = 4
+# Folders or font files, separated by os.pathsep, that replace the machine's font search:
+# a fixed set of fonts gives the same synthetic letters whatever else gets installed.
+FONTS_ENV = "NNLETTERS_FONTS"
 
 
 def find_fonts() -> list[Path]:
@@ -44,7 +49,9 @@ def candidate_fonts() -> list[Path]:
 
     Cheap (no font is opened), so it can key a cache: the checked list depends only on it.
     """
-    found = _fc_list() or _scan_font_folders()
+    chosen = os.environ.get(FONTS_ENV)
+    found = (_scan(Path(p) for p in chosen.split(os.pathsep) if p) if chosen
+             else _fc_list() or _scan(_font_folders()))
     unique = {p.resolve() for p in found
               if p.suffix.lower() in FONT_SUFFIXES and not _PICTURE_FONT.search(p.name)}
     return sorted(p for p in unique if p.is_file())
@@ -165,9 +172,12 @@ def _font_folders() -> list[Path]:
     return folders
 
 
-def _scan_font_folders() -> list[Path]:
+def _scan(places: Iterable[Path]) -> list[Path]:
+    """Font files in these folders (searched recursively) or named directly."""
     found = []
-    for folder in _font_folders():
-        if folder.is_dir():
-            found += [p for p in folder.rglob("*") if p.suffix.lower() in FONT_SUFFIXES]
+    for place in places:
+        if place.is_dir():
+            found += [p for p in place.rglob("*") if p.suffix.lower() in FONT_SUFFIXES]
+        elif place.is_file():
+            found.append(place)
     return found

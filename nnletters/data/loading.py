@@ -11,6 +11,7 @@ import numpy as np
 from nnletters.config import DataConfig
 from nnletters.data import cache as cache_store
 from nnletters.data.dataset import Dataset, Splits
+from nnletters.data.fingerprint import dataset_digest
 from nnletters.data.images import decode_chunk, map_chunks, to_unit_float
 from nnletters.data.sources import Source, arrange, class_names, open_source, progress_bar
 from nnletters.data.split import dedup_against, stratified_split
@@ -38,18 +39,20 @@ def load_dataset(path: str | Path, image_size: int, *, workers: int = 0, cache: 
     return dataset
 
 
-def load_splits(cfg: DataConfig, seed: int, *, progress: bool = False) -> Splits:
+def load_splits(cfg: DataConfig, seed: int, *, progress: bool = False,
+                fonts: list[Path] | None = None) -> Splits:
     """The data a config names, split into train/val/test.
 
     The source's own split is used when it has one (train.txt/validate.txt/test.txt);
     otherwise ``stratified_split`` with the config's fractions and ``seed``. With
     ``cfg.dedup`` training images pixel-identical to a val/test image are dropped.
+    ``fonts``: the font files synthetic letters are drawn from (default: this machine's).
     """
     if cfg.source == "synthetic":
         from nnletters.data.synthetic import load_synthetic
 
         dataset = load_synthetic(cfg.synthetic, cfg.image_size, seed, cache=cfg.cache,
-                                 cache_dir=cfg.cache_dir, progress=progress)
+                                 cache_dir=cfg.cache_dir, progress=progress, fonts=fonts)
     else:
         if not cfg.path:
             raise DataError("data.path: expected a folder, archive or list file, got nothing")
@@ -65,6 +68,7 @@ def load_splits(cfg: DataConfig, seed: int, *, progress: bool = False) -> Splits
         train, n_deduped = dedup_against(train, [val, test])
     return Splits(train=train, val=val, test=test, classes=list(dataset.classes),
                   skipped=list(dataset.skipped), fonts=list(dataset.fonts),
+                  font_files=list(dataset.font_files), source_digest=dataset_digest(dataset),
                   n_deduped=n_deduped)
 
 

@@ -314,34 +314,44 @@ def _progress(total: int) -> Any:
 
 
 def load_synthetic(cfg: SyntheticConfig, image_size: int, seed: int, *, cache: bool = True,
-                   cache_dir: str | Path | None = None, progress: bool = False) -> Dataset:
+                   cache_dir: str | Path | None = None, progress: bool = False,
+                   fonts: list[Path] | None = None) -> Dataset:
     """The ``data.synthetic`` section as a Dataset: ``X (N, S*S) float32`` in [0, 1], ``y``.
 
+    ``fonts``: the font files to draw from (a run's recorded ones); None finds this machine's
+    (:func:`find_fonts`), so the images change when fonts are installed or removed.
     The images are kept in the dataset cache (``nnletters.data.cache``), keyed on everything
     that changes their pixels: letters, size, count, seed, style, the font files (paths and
-    sizes), Pillow and FreeType versions and RENDER_VERSION. ``ds.fonts`` lists the fonts
-    drawn from, for the run folder.
+    sizes), Pillow and FreeType versions and RENDER_VERSION. ``ds.fonts`` lists the faces
+    drawn from and ``ds.font_files`` their files, for the run folder.
     """
     try:
         letters = parse_letters(cfg.letters)
     except DataError as exc:
         raise DataError(f"data.synthetic.{exc}") from None
     if not cache:
-        return _dataset(*_render(letters, image_size, cfg.per_class, seed, cfg.style, None,
-                                 progress), letters)
+        return _rendered(letters, image_size, cfg.per_class, seed, cfg.style, fonts, progress)
     # The name is the cache file's stem; the key parts make its hash.
     style = STYLE_ALIASES.get(cfg.style, cfg.style)
     name = f"synthetic-{style}-{''.join(letters)}-n{cfg.per_class}-seed{seed}"
     file, key = cache_store.cache_file(cache_dir, name, image_size,
-                                       _key_parts(letters, cfg.per_class, seed, style))
+                                       _key_parts(letters, cfg.per_class, seed, style, fonts))
     hit = cache_store.fetch(file, key)
-    if hit is not None and hit[1].get("fonts"):
+    if hit is not None and hit[1].get("fonts") and "font_files" in hit[1]:
         ds, extra = hit
-        ds.fonts = list(extra["fonts"])
+        ds.fonts, ds.font_files = list(extra["fonts"]), list(extra["font_files"])
         return ds
-    ds = _dataset(*_render(letters, image_size, cfg.per_class, seed, cfg.style, None, progress),
+    ds = _rendered(letters, image_size, cfg.per_class, seed, cfg.style, fonts, progress)
+    cache_store.store(file, key, ds, extra={"fonts": ds.fonts, "font_files": ds.font_files})
+    return ds
+
+
+def _rendered(letters: list[str], image_size: int, per_class: int, seed: int, style: str,
+              fonts: list[Path] | None, progress: bool) -> Dataset:
+    files = find_fonts() if fonts is None else [Path(f) for f in fonts]
+    ds = _dataset(*_render(letters, image_size, per_class, seed, style, files, progress),
                   letters)
-    cache_store.store(file, key, ds, extra={"fonts": ds.fonts})
+    ds.font_files = sorted(str(f) for f in files)
     return ds
 
 
@@ -361,17 +371,19 @@ def _dataset(X: NDArray[np.uint8], y: NDArray[np.int64], face_of: NDArray[np.int
     return ds
 
 
-def _key_parts(letters: list[str], per_class: int, seed: int, style: str) -> dict[str, Any]:
+def _key_parts(letters: list[str], per_class: int, seed: int, style: str,
+               chosen: list[Path] | None = None) -> dict[str, Any]:
     # Candidates, not checked fonts: listing them opens no font, so a cache hit stays cheap,
     # and the checked list is a function of them.
     fonts = []
-    for p in candidate_fonts():
+    for p in candidate_fonts() if chosen is None else sorted(Path(f) for f in chosen):
         try:
             fonts.append([str(p), p.stat().st_size])
         except OSError:
             continue
     return {"render_version": RENDER_VERSION, "letters": "".join(letters),
             "per_class": per_class, "seed": seed, "style": style, "fonts": fonts,
+            "chosen": chosen is not None,
             "freetype": features.version("freetype2")}
 
 
