@@ -395,3 +395,25 @@ def synth_command(out_dir: Path, letters: str, size: int, per_class: int, layout
     click.echo(f"wrote {summary['images']} images of {len(summary['letters'])} letters "
                f"({size}x{size}, {style} style, {len(summary['fonts'])} fonts) to {out_dir} "
                f"in the {layout} layout{detail}")
+
+
+# --------------------------------------------------------------------------- export
+
+
+@main.command("export")
+@run_argument
+@click.option("--format", "fmt", type=click.Choice(["onnx", "npz-plain"]), default="onnx",
+              show_default=True,
+              help="onnx: an ONNX graph (needs the 'export' extra); npz-plain: the weights "
+                   "as plain arrays for any NumPy program.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="Model file to write (model.onnx, model.npz); its JSON description goes "
+                   "beside it with the suffix .json.")
+@handle_errors
+def export_command(target: str | None, fmt: str, out: str) -> None:
+    """Write a run's model (default: the latest run) for use outside nnletters: the weights
+    inference uses (EMA where the run used it), batch norm folded in, no dropout."""
+    from nnletters.export import export_model
+
+    written = export_model(target, fmt, out)
+    click.echo(f"wrote {written['model']} and {written['json']}")
