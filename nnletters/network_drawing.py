@@ -76,14 +76,14 @@ def network_png(network, classes: list[str], image_size: int, title: str = "",
 
 
 def _palette_png(fig, dpi: int) -> bytes:
-    """The figure as a 256-colour PNG: thousands of translucent lines make a full-colour PNG
+    """The figure as a 64-colour PNG: thousands of translucent lines make a full-colour PNG
     four to five times larger, with no difference the eye sees."""
     from PIL import Image
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, facecolor="white")
     image = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
-    image = image.quantize(256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE)
+    image = image.quantize(64, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE)
     out = io.BytesIO()
     image.save(out, format="PNG", optimize=True)
     return out.getvalue()
@@ -134,7 +134,7 @@ def _band_axes(fig, x_max: float):
     return ax
 
 
-UNIT_INCHES = 6.5  # the band's height in inches: 26 output labels of 11 pt fit in it
+UNIT_INCHES = 5.5  # the band's height in inches: 26 output labels of 11 pt fit in it
 
 
 def _unit_columns(n_layers: int, image_size: int, sizes: list[int]) -> list[F32]:
