@@ -24,6 +24,8 @@ the network. ``onnx`` is imported only here and only for ``--format onnx`` (the 
 
 from __future__ import annotations
 
+import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -182,18 +184,24 @@ def export_model(target: str | Path | None, fmt: str, out: str | Path) -> dict[s
         raise NNLettersError(f"--out {out}: folder {out.parent} does not exist")
     layers = plain_layers(model.network)
     info = describe(model, layers, fmt)
+    if info["weights"].startswith("the raw weights"):
+        warnings.warn(f"{model.path}: exporting {info['weights']}", stacklevel=2)
     if fmt == "onnx":
-        props = {"classes": "".join(model.classes) if all(len(c) == 1 for c in model.classes)
-                 else ",".join(model.classes), "image_size": str(model.image_size)}
+        props = {"classes": json.dumps(model.classes), "image_size": str(model.image_size)}
         proto = onnx_model(layers, model.network.loss_name, props)
         write_with(out, lambda fh: fh.write(proto.SerializeToString()))
     else:
-        arrays = {}
-        for i, layer in enumerate(layers):
-            arrays[f"W{i}"], arrays[f"b{i}"] = layer.W, layer.b
-        write_with(out, lambda fh: np.savez(fh, **arrays))
+        write_with(out, lambda fh: np.savez(fh, **plain_arrays(layers)))
     write_json(info_path, info)
     return {"model": out, "json": info_path}
+
+
+def plain_arrays(layers: list[PlainLayer]) -> dict[str, F32]:
+    """{"W0": W, "b0": b, "W1": ...}: the npz-plain file's arrays, float32."""
+    arrays: dict[str, F32] = {}
+    for i, layer in enumerate(layers):
+        arrays[f"W{i}"], arrays[f"b{i}"] = layer.W, layer.b
+    return arrays
 
 
 def weights_used(model) -> str:
