@@ -1,9 +1,10 @@
 """The network, drawn: ``network.png`` of ``nnletters report`` (and ``report --network-only``).
 
-Small networks (every layer after the input at most ``MAX_UNITS`` wide, as the teaching
-series' 289-20-26) are drawn unit by unit: the inputs as the S x S pixel grid they are, every
-other unit a circle, every weight a line, red for positive and blue for negative (as in
-weights.png), more opaque the larger |w| is against the layer's largest. Bigger networks
+Small networks (every layer after the input at most ``MAX_UNITS`` wide and at most
+``MAX_EDGES`` weights, as the teaching series' 289-20-26) are drawn unit by unit: the inputs as
+the S x S pixel grid they are, every other unit a circle, every weight a line, red for positive
+and blue for negative (as in weights.png), more opaque the larger |w| is against the layer's
+largest. Bigger networks
 (784-1024-512-10) are drawn one block per layer, as Keras' ``plot_model`` does: width,
 activation, batch norm and dropout, parameter count and output shape.
 
