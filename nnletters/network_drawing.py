@@ -4,9 +4,9 @@ Small networks (every layer after the input at most ``MAX_UNITS`` wide and at mo
 ``MAX_EDGES`` weights, as the teaching series' 289-20-26) are drawn unit by unit: the inputs as
 the S x S pixel grid they are, every other unit a circle, every weight a line, red for positive
 and blue for negative (as in weights.png), more opaque the larger |w| is against the layer's
-largest. Bigger networks
-(784-1024-512-10) are drawn one block per layer, as Keras' ``plot_model`` does: width,
-activation, batch norm and dropout, parameter count and output shape.
+largest. Bigger networks (784-1024-512-10) are drawn one block per layer, as Keras'
+``plot_model`` does: width, activation, batch norm and dropout, parameter count and output
+shape.
 
 The weights drawn are the ones inference uses (``export.plain_layers``: batch norm folded
 into the layer before it), so a line's colour and strength is the weight's real effect.
