@@ -226,11 +226,16 @@ def predict(images: tuple[str, ...], target: str | None, top_k: int, as_json: bo
 @click.option("--compare", is_flag=True,
               help="Compare two or more RUN_DIRs: their final figures and validation curves "
                    "in compare.html and compare.png.")
+@click.option("--network-only", is_flag=True,
+              help="Write only network.png, the drawing of the network (no data needed).")
 @handle_errors
 def report_command(runs: tuple[str, ...], data_path: str | None, out: str | None,
-                   compare: bool) -> None:
-    """Pictures of a run (default: the latest under runs/): curves.png, confusion.png,
-    mistakes.png, weights.png and a self-contained report.html."""
+                   compare: bool, network_only: bool) -> None:
+    """Pictures of a run (default: the latest under runs/): network.png, curves.png,
+    confusion.png, mistakes.png, weights.png and a self-contained report.html."""
+    if network_only:
+        _network_only(runs, data_path, out, compare)
+        return
     if compare:
         if len(runs) < 2:
             raise click.UsageError("--compare needs two or more RUN_DIRs.")
@@ -249,6 +254,16 @@ def report_command(runs: tuple[str, ...], data_path: str | None, out: str | None
     click.echo(f"wrote {written['report.html']}")
     click.echo("  and " + ", ".join(str(p.name) for name, p in written.items()
                                     if name != "report.html") + " beside it")
+
+
+def _network_only(runs: tuple[str, ...], data_path: str | None, out: str | None,
+                  compare: bool) -> None:
+    if compare or data_path is not None or len(runs) > 1:
+        raise click.UsageError("--network-only draws one RUN_DIR; drop --compare and --data.")
+    from nnletters.network_drawing import write_network
+
+    path, layout = write_network(runs[0] if runs else None, out)
+    click.echo(f"wrote {path} ({layout.style}: {'-'.join(map(str, layout.layer_sizes))})")
 
 
 # --------------------------------------------------------------------------- gradcheck
@@ -395,3 +410,25 @@ def synth_command(out_dir: Path, letters: str, size: int, per_class: int, layout
     click.echo(f"wrote {summary['images']} images of {len(summary['letters'])} letters "
                f"({size}x{size}, {style} style, {len(summary['fonts'])} fonts) to {out_dir} "
                f"in the {layout} layout{detail}")
+
+
+# --------------------------------------------------------------------------- export
+
+
+@main.command("export")
+@run_argument
+@click.option("--format", "fmt", type=click.Choice(["onnx", "npz-plain"]), default="onnx",
+              show_default=True,
+              help="onnx: an ONNX graph (needs the 'export' extra); npz-plain: the weights "
+                   "as plain arrays for any NumPy program.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="Model file to write (model.onnx, model.npz); its JSON description goes "
+                   "beside it with the suffix .json.")
+@handle_errors
+def export_command(target: str | None, fmt: str, out: str) -> None:
+    """Write a run's model (default: the latest run) for use outside nnletters: the weights
+    inference uses (EMA where the run used it), batch norm folded in, no dropout."""
+    from nnletters.export import export_model
+
+    written = export_model(target, fmt, out)
+    click.echo(f"wrote {written['model']} and {written['json']}")

@@ -1,6 +1,8 @@
 """Pictures of a run, and one self-contained page that shows them all.
 
     RUN_DIR/report/
+        network.png     the network itself: every unit and weight of a small one, a block per
+                        layer of a big one (nnletters/network_drawing.py)
         curves.png      train and validation loss and accuracy per epoch, the learning rate
                         on its own axis, the best epoch marked
         confusion.png   the test confusion matrix, coloured by the fraction of each true class,
@@ -8,7 +10,7 @@
         mistakes.png    misclassified test images (up to 100), most confident first,
                         each captioned ``true -> predicted (p)``
         weights.png     the first layer's weights, one image-shaped tile per hidden unit
-        report.html     the config, summary figures, per-class table and the four pictures,
+        report.html     the config, summary figures, per-class table and the pictures,
                         images embedded as data: URIs (no network, one file to send around)
 
 Charts are drawn with matplotlib's object API (``Figure`` rendered by Agg, never pyplot), so
@@ -36,7 +38,7 @@ from nnletters.errors import DataError
 from nnletters.fileio import write_text, write_with
 
 F32 = NDArray[np.float32]
-PICTURES = ("curves.png", "confusion.png", "mistakes.png", "weights.png")
+PICTURES = ("network.png", "curves.png", "confusion.png", "mistakes.png", "weights.png")
 MAX_MISTAKES = 100
 MAX_TILES = 256
 DPI = 100  # matplotlib figures: inches * DPI = pixels, so 100 keeps them legible at 100%
@@ -68,6 +70,7 @@ class RunResults:
     history: list[dict[str, Any]]
     summary: dict[str, Any] | None  # summary.json, None for a run that did not finish
     config_text: str
+    network: Any = None  # the nn.model.MLP evaluated
 
 
 def resolve_run(target: str | Path | None, runs_dir: str | Path = "runs") -> tuple[Path, Path]:
@@ -103,7 +106,8 @@ def load_results(target: str | Path | None = None, data_path: str | Path | None 
         evaluation=evaluate(model, ds.X, y, ckpt.classes), paths=list(ds.paths),
         source=source, first_W=first_W.copy(), history=read_history(run_dir),
         summary=json.loads(summary_path.read_text("utf-8")) if summary_path.exists() else None,
-        config_text=config_path.read_text("utf-8") if config_path.exists() else "")
+        config_text=config_path.read_text("utf-8") if config_path.exists() else "",
+        network=model)
 
 
 # --------------------------------------------------------------------------- curves
@@ -454,6 +458,9 @@ def report_html(res: RunResults, pictures: dict[str, bytes]) -> str:
         f"{ev['n']:,} images; the pictures below use these images.</p>",
     ]
     captions = {
+        "network.png": "The network: each line a weight (red positive, blue negative, "
+                       "stronger the larger |w|), the inputs as the image grid they are; or, "
+                       "for a big network, one block per layer.",
         "curves.png": "Learning curves: loss and accuracy per epoch on the training and "
                       "validation sets, and the learning rate; the dashed line is the best "
                       "epoch, whose weights the run keeps.",
@@ -467,9 +474,13 @@ def report_html(res: RunResults, pictures: dict[str, bytes]) -> str:
     }
     for file in PICTURES:
         data = base64.b64encode(pictures[file]).decode("ascii")
-        sections.append(f'<figure id="{file}"><figcaption><b>{file}</b>: {_e(captions[file])}'
-                        f'</figcaption><img src="data:image/png;base64,{data}" alt="{file}">'
-                        "</figure>")
+        figure = (f'<figure id="{file}"><figcaption><b>{file}</b>: {_e(captions[file])}'
+                  f'</figcaption><img src="data:image/png;base64,{data}" alt="{file}">'
+                  "</figure>")
+        if file == "network.png":  # first, under the heading: what was trained, then how well
+            sections.insert(2, figure)
+        else:
+            sections.append(figure)
     sections.append("<h2>Per class</h2>" + _per_class_table(ev))
     sections.append(_mistake_list(res))
     sections.append("<h2>Config</h2><pre>" + _e(res.config_text or "(no config.yaml)")
@@ -546,7 +557,9 @@ def _mistake_list(res: RunResults, limit: int = 30) -> str:
 
 
 def render_pictures(res: RunResults) -> dict[str, bytes]:
-    """The four PNGs of a run, as bytes keyed by file name."""
+    """The PNGs of a run, as bytes keyed by file name."""
+    from nnletters.network_drawing import network_png, network_title
+
     summary = res.summary or {}
     monitor = summary.get("monitor") or res.meta.get("monitor", "val_accuracy")
     best_epoch = summary.get("best_epoch") or res.meta.get("best_epoch")
@@ -560,6 +573,8 @@ def render_pictures(res: RunResults) -> dict[str, bytes]:
     what = "test images" if res.source.startswith("test split") else "images"
     is_output = res.first_W.shape[1] == len(res.classes) and len(res.meta["layer_sizes"]) == 2
     return {
+        "network.png": network_png(res.network, res.classes, res.image_size,
+                                   network_title(res.meta, res.network))[0],
         "curves.png": curves_png(res.history, best_epoch, monitor,
                                  res.meta.get("loss", "cross_entropy"), title),
         "confusion.png": confusion_png(

@@ -257,3 +257,9 @@ def test_cli_train_report_writes_the_report(tmp_path: Path,
     assert f"report {tmp_path / 'run' / 'report' / 'report.html'}" in result.output
     check_report({name: tmp_path / "run" / "report" / name
                   for name in [*PICTURES, "report.html"]})
+
+
+def test_the_page_shows_the_network_first(report: dict[str, Path]) -> None:
+    page = report["report.html"].read_text("utf-8")
+    assert list(embedded_pictures(page))[0] == "network.png"
+    assert page.index('id="network.png"') < page.index("<h2>Summary</h2>")
