@@ -255,7 +255,8 @@ def _prediction_line(r: dict[str, Any]) -> str:
 def report_command(runs: tuple[str, ...], data_path: str | None, out: str | None,
                    compare: bool) -> None:
     """Pictures of a run (default: the latest under runs/): curves.png, confusion.png,
-    mistakes.png, weights.png and a self-contained report.html."""
+    mistakes.png, mistake_maps.png (saliency maps of the most confident mistakes),
+    weights.png and a self-contained report.html."""
     if compare:
         if len(runs) < 2:
             raise click.UsageError("--compare needs two or more RUN_DIRs.")
