@@ -68,9 +68,9 @@ class RangeTest:
     loss_name: str = "cross_entropy"
 
 
-def lr_steps(min_lr: float, max_lr: float, steps: int) -> NDArray[np.float64]:
-    """(steps,) learning rates growing geometrically from min_lr to max_lr."""
-    return min_lr * (max_lr / min_lr) ** (np.arange(steps) / max(steps - 1, 1))
+def lr_at(step: int, min_lr: float, max_lr: float, steps: int) -> float:
+    """The lr of 0-based ``step``: geometric growth from min_lr (step 0) to max_lr (the last)."""
+    return min_lr * (max_lr / min_lr) ** (step / max(steps - 1, 1))
 
 
 def range_test(cfg: Config, min_lr: float = 1e-6, max_lr: float = 10.0, steps: int = 200, *,
@@ -88,20 +88,22 @@ def range_test(cfg: Config, min_lr: float = 1e-6, max_lr: float = 10.0, steps: i
     rng = np.random.default_rng(cfg.seed)  # the run's own draws: the same initial weights
     model, optimizer, _ = build(cfg, train.X.shape[1], len(splits.classes), rng)
     transform = _augmenter(cfg, train.X, rng)
-    log(f"lr-find: {model.describe()}; {cfg.optim.name}, batch {cfg.train.batch_size}; "
-        f"lr {min_lr:g} -> {max_lr:g} over up to {steps} steps on {len(train.y)} images")
+    batches = _batches(train.X, train.y, cfg.train.batch_size, rng)
     result = RangeTest(cfg.name, cfg.optim.lr, steps=steps, loss_name=cfg.model.loss)
     guard = SignalGuard(RangeTestInterrupted)
     with guard.installed(), np.errstate(over="ignore", invalid="ignore"), \
             _progress_bar(progress, steps) as bar:
-        batches = _batches(train.X, train.y, cfg.train.batch_size, rng)
-        for lr in lr_steps(min_lr, max_lr, steps):
+        # Said once the signal handlers are in place: from here on Ctrl-C stops cleanly.
+        log(f"lr-find: {model.describe()}; {cfg.optim.name}, batch {cfg.train.batch_size}; "
+            f"lr {min_lr:g} -> {max_lr:g} over up to {steps} steps on {len(train.y)} images")
+        for step in range(steps):
             guard.check()
+            lr = lr_at(step, min_lr, max_lr, steps)
             xb, yb = next(batches)
             loss, correct = model.train_step(transform(xb) if transform else xb, yb)
-            if _exploded(result, loss, correct / len(yb), float(lr)):
+            if _exploded(result, loss, correct / len(yb), lr):
                 break
-            optimizer.step(float(lr))
+            optimizer.step(lr)
             bar.update(1)
         else:
             result.stop_reason = f"reached --max {max_lr:g} after {steps} steps"
