@@ -109,6 +109,7 @@ class Explanation:
     title: str
     score: str = "logit"
     smoothgrad: int = 0
+    light_on_dark: bool = True  # pixel 1 is ink (notMNIST), else 1 is white paper
 
 
 def explain_rows(model: Model, X: F32, proba: F32, n_maps: int, score: str = "logit",
@@ -118,12 +119,13 @@ def explain_rows(model: Model, X: F32, proba: F32, n_maps: int, score: str = "lo
     k = max(1, min(n_maps, MAX_MAPS, len(model.classes)))
     order = np.argsort(-proba, axis=1, kind="stable")[:, :k]  # (N, k)
     return explanations(model.network, model.classes, X, proba, order, score, smoothgrad,
-                        seed, titles)
+                        seed, titles, model.light_on_dark)
 
 
 def explanations(network, class_names: list[str], X: F32, proba: F32,
                  classes: NDArray[np.int64], score: str = "logit", smoothgrad: int = 0,
-                 seed: int = 0, titles: list[str] | None = None) -> list[Explanation]:
+                 seed: int = 0, titles: list[str] | None = None,
+                 light_on_dark: bool = True) -> list[Explanation]:
     """Maps of the given classes (N, K) int64 of every row of X (N, S*S) float32; proba
     (N, C) float32 gives the probabilities shown."""
     rng = np.random.default_rng(seed)
@@ -132,7 +134,7 @@ def explanations(network, class_names: list[str], X: F32, proba: F32,
     return [Explanation(X[i], [int(c) for c in classes[i]],
                         [class_names[c] for c in classes[i]],
                         [float(proba[i, c]) for c in classes[i]], maps[i],
-                        titles[i] if titles else "", score, smoothgrad)
+                        titles[i] if titles else "", score, smoothgrad, light_on_dark)
             for i in range(X.shape[0])]
 
 
@@ -215,8 +217,15 @@ def legend_lines(item: Explanation) -> list[str]:
     scales = f"class maps share one colour scale, max |g| = {_peak(item.maps):.3g}"
     if len(item.classes) >= 2:
         scales += f"; the difference has its own, {_peak(item.maps[0] - item.maps[1]):.3g}"
-    return [f"{what}, {smooth}", "red: raising the pixel raises the score, blue: lowering it "
-            "does, white: no effect; " + scales]
+    return [f"{what}, {smooth}; {polarity(item.light_on_dark)}",
+            "red: raising the pixel raises the score, blue: lowering it does, white: no "
+            "effect; " + scales]
+
+
+def polarity(light_on_dark: bool) -> str:
+    """What 'raising a pixel' means for a model's images."""
+    return ("pixels: 1 is ink, so red means more ink there raises the score" if light_on_dark
+            else "pixels: 1 is white paper, so red means less ink there raises the score")
 
 
 def panels(item: Explanation, image_size: int) -> list[tuple[list[str], NDArray[np.uint8]]]:

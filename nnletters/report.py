@@ -585,7 +585,7 @@ def render_pictures(res: RunResults) -> dict[str, bytes]:
 def mistake_maps_png(res: RunResults, limit: int = MAX_MISTAKE_MAPS) -> bytes:
     """The saliency maps (``nnletters.explain``) of the ``limit`` most confident mistakes:
     predicted letter, true letter, and predicted minus true."""
-    from nnletters.explain import explanations, maps_grid_png
+    from nnletters.explain import explanations, maps_grid_png, polarity
 
     shown = rank_mistakes(res.y, res.proba)[:limit]
     if len(shown) == 0 or res.network is None:
@@ -593,13 +593,15 @@ def mistake_maps_png(res: RunResults, limit: int = MAX_MISTAKE_MAPS) -> bytes:
     pred = res.proba.argmax(axis=1)
     titles = [f"{res.paths[i] if i < len(res.paths) else i}: true {res.classes[res.y[i]]}, "
               f"predicted {res.classes[pred[i]]} ({res.proba[i, pred[i]]:.2f})" for i in shown]
+    light_on_dark = bool(res.meta.get("light_on_dark", True))
     items = explanations(res.network, res.classes, res.X[shown], res.proba[shown],
-                         np.stack([pred[shown], res.y[shown]], axis=1), titles=titles)
+                         np.stack([pred[shown], res.y[shown]], axis=1), titles=titles,
+                         light_on_dark=light_on_dark)
     return maps_grid_png(items, res.image_size, [
         f"Saliency maps of the {len(shown)} most confident mistakes: the gradient of the "
         "predicted and the true letter's logit with respect to each pixel",
-        "red: raising the pixel raises the score, blue: lowering it does; the last map is "
-        "predicted minus true, what made it answer that"])
+        "red: raising the pixel raises the score, blue: lowering it does "
+        f"({polarity(light_on_dark)}); the last map is predicted minus true"])
 
 
 def write_report(target: str | Path | None = None, data_path: str | Path | None = None,
