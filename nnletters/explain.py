@@ -29,9 +29,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from nnletters.errors import DataError, NNLettersError
+from nnletters.errors import NNLettersError
 from nnletters.fileio import write_with
-from nnletters.prediction import Model, expand_paths
+from nnletters.prediction import Model, prepare_files
 
 F32 = NDArray[np.float32]
 SMOOTHGRAD_NOISE = 0.15  # std of the added noise, as a share of the [0, 1] pixel range
@@ -148,17 +148,9 @@ def explain_images(paths: list[str | Path], target: str | Path | None = None, to
     if score not in SCORES:
         raise NNLettersError(f"--score {score!r}: expected one of {', '.join(SCORES)}")
     model = load_explained_model(target)
-    files, errors = expand_paths(paths)
-    rows, good = [], []
-    for path in files:
-        try:
-            rows.append(model.prepare([path]))
-            good.append(path)
-        except DataError as exc:
-            errors.append((str(path), str(exc)))
-    if not rows:
+    X, good, errors = prepare_files(model, paths)
+    if not good:
         return [], errors
-    X = np.concatenate(rows)
     proba = model.probabilities(X)
     results = model.ranked(proba, good, top_k)
     explained = explain_rows(model, X, proba, top_k, score, smoothgrad, seed,
@@ -173,14 +165,17 @@ def explain_images(paths: list[str | Path], target: str | Path | None = None, to
 
 
 def picture_paths(images: list[Path], out_dir: Path) -> list[Path]:
-    """OUT/<stem>.png per image; a stem seen before gets -2, -3... (folders may repeat
+    """OUT/<stem>.png per image; a name taken before gets -2, -3... (folders may repeat
     names)."""
-    seen: dict[str, int] = {}
+    taken: set[str] = set()
     paths = []
     for image in images:
-        stem = Path(image).stem
-        seen[stem] = seen.get(stem, 0) + 1
-        paths.append(out_dir / (f"{stem}.png" if seen[stem] == 1 else f"{stem}-{seen[stem]}.png"))
+        stem, name, n = Path(image).stem, f"{Path(image).stem}.png", 1
+        while name in taken:
+            n += 1
+            name = f"{stem}-{n}.png"
+        taken.add(name)
+        paths.append(out_dir / name)
     return paths
 
 

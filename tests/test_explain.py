@@ -224,3 +224,11 @@ def test_explain_options_need_explain(ema_run, tmp_path):
                                        str(ema_run), "--smoothgrad", "3"])
     assert result.exit_code == 2
     assert "--out, --smoothgrad and --score go with --explain." in result.output
+
+
+def test_pictures_of_images_with_the_same_name_do_not_overwrite_each_other():
+    from nnletters.explain import picture_paths
+
+    paths = picture_paths([Path("x/a.png"), Path("y/a.png"), Path("a-2.png"), Path("z/a.jpg")],
+                          Path("o"))
+    assert [p.name for p in paths] == ["a.png", "a-2.png", "a-2-2.png", "a-3.png"]
