@@ -201,7 +201,8 @@ def eval_command(target: str | None, data_path: str | None, as_json: bool) -> No
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Folder for the --explain pictures  [default: explain]")
 @click.option("--smoothgrad", default=0, show_default=True, type=click.IntRange(min=0),
-              help="With --explain: average the map over N noisy copies of the image.")
+              metavar="N", help="With --explain: average the map over N copies of the image "
+                                "with Gaussian noise added (std 0.15, seeded).")
 @click.option("--score", type=click.Choice(["logit", "log_prob"]), default="logit",
               show_default=True, help="With --explain: the score whose gradient is drawn.")
 @handle_errors
