@@ -191,26 +191,52 @@ def eval_command(target: str | None, data_path: str | None, as_json: bool) -> No
 @main.command()
 @click.argument("images", nargs=-1, required=True)
 @click.option("--checkpoint", "target", help="Run folder or .npz (default: the latest run).")
-@click.option("--top-k", default=3, show_default=True, type=click.IntRange(min=1),
-              help="How many of the most likely letters to show.")
+@click.option("--top-k", type=click.IntRange(min=1), default=None,
+              help="How many of the most likely letters to show (and with --explain, to "
+                   "draw maps of)  [default: 3; 1 with --explain]")
 @json_option
+@click.option("--explain", is_flag=True,
+              help="Also write a saliency map of each image: the gradient of the predicted "
+                   "letter's score with respect to every pixel.")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Folder for the --explain pictures  [default: explain]")
+@click.option("--smoothgrad", default=0, show_default=True, type=click.IntRange(min=0),
+              metavar="N", help="With --explain: average the map over N copies of the image "
+                                "with Gaussian noise added (std 0.15, seeded).")
+@click.option("--score", type=click.Choice(["logit", "log_prob"]), default="logit",
+              show_default=True, help="With --explain: the score whose gradient is drawn.")
 @handle_errors
-def predict(images: tuple[str, ...], target: str | None, top_k: int, as_json: bool) -> None:
-    """The letter in each IMAGE (files or folders of images), with probabilities."""
-    from nnletters.prediction import predict_images
+def predict(images: tuple[str, ...], target: str | None, top_k: int | None, as_json: bool,
+            explain: bool, out: str | None, smoothgrad: int, score: str) -> None:
+    """The letter in each IMAGE (files or folders of images), with probabilities; with
+    --explain, a picture per image of the pixels that led to the answer."""
+    if not explain and (out is not None or smoothgrad or score != "logit"):
+        raise click.UsageError("--out, --smoothgrad and --score go with --explain.")
+    if explain:
+        from nnletters.explain import explain_images  # matplotlib only on this path
 
-    results, errors = predict_images(list(images), target, top_k)
+        results, errors = explain_images(list(images), target, top_k or 1, out or "explain",
+                                         score, smoothgrad)
+    else:
+        from nnletters.prediction import predict_images
+
+        results, errors = predict_images(list(images), target, top_k or 3)
     if as_json:
         click.echo(json.dumps(results))
     else:
         for r in results:
-            others = "  ".join(f"{label} {100 * p:.1f}%" for label, p in r["top_k"][1:])
-            click.echo(f"{r['path']}: {r['label']} ({100 * r['probability']:.1f}%)"
-                       + (f"   then {others}" if others else ""))
+            click.echo(_prediction_line(r))
     for _path, message in errors:
         click.echo(f"Error: {message}", err=True)
     if errors:
         sys.exit(1)
+
+
+def _prediction_line(r: dict[str, Any]) -> str:
+    others = "  ".join(f"{label} {100 * p:.1f}%" for label, p in r["top_k"][1:])
+    return (f"{r['path']}: {r['label']} ({100 * r['probability']:.1f}%)"
+            + (f"   then {others}" if others else "")
+            + (f"   map {r['explanation']}" if "explanation" in r else ""))
 
 
 # --------------------------------------------------------------------------- report
@@ -232,7 +258,8 @@ def predict(images: tuple[str, ...], target: str | None, top_k: int, as_json: bo
 def report_command(runs: tuple[str, ...], data_path: str | None, out: str | None,
                    compare: bool, network_only: bool) -> None:
     """Pictures of a run (default: the latest under runs/): network.png, curves.png,
-    confusion.png, mistakes.png, weights.png and a self-contained report.html."""
+    confusion.png, mistakes.png, mistake_maps.png (saliency maps of the most confident
+    mistakes), weights.png and a self-contained report.html."""
     if network_only:
         _network_only(runs, data_path, out, compare)
         return
@@ -432,3 +459,40 @@ def export_command(target: str | None, fmt: str, out: str) -> None:
 
     written = export_model(target, fmt, out)
     click.echo(f"wrote {written['model']} and {written['json']}")
+
+
+# --------------------------------------------------------------------------- lr-find
+
+
+@main.command("lr-find")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
+              help="YAML experiment config whose model, optimiser and data to test.")
+@set_option
+@click.option("--min", "min_lr", default=1e-6, show_default=True,
+              type=click.FloatRange(min=0.0, min_open=True), help="First learning rate.")
+@click.option("--max", "max_lr", default=10.0, show_default=True,
+              type=click.FloatRange(min=0.0, min_open=True), help="Last learning rate.")
+@click.option("--steps", default=200, show_default=True, type=click.IntRange(min=5),
+              help="Mini-batches, the lr growing exponentially from --min to --max.")
+@click.option("--out", type=click.Path(file_okay=False), default=".",
+              help="Folder for lr_find.png  [default: the current folder]")
+@handle_errors
+def lr_find(config_path: str, overrides: tuple[str, ...], min_lr: float, max_lr: float,
+            steps: int, out: str) -> None:
+    """The learning-rate range test: train from the config's initial weights while the lr
+    grows exponentially, plot the loss against the lr in lr_find.png and suggest an lr.
+    Writes no checkpoint; Ctrl-C exits 130 with nothing written."""
+    from nnletters.config import load_config
+    from nnletters.lr_find import range_test, suggestion_line, write_lr_find
+
+    if min_lr >= max_lr:
+        raise click.UsageError(f"--min ({min_lr:g}) must be below --max ({max_lr:g}).")
+    cfg = load_config(config_path, overrides)
+    try:
+        result = range_test(cfg, min_lr, max_lr, steps, progress=_progress(), log=click.echo)
+    except KeyboardInterrupt as exc:
+        click.echo("Interrupted; nothing written", err=True)
+        sys.exit(getattr(exc, "exit_code", 130))
+    click.echo(f"stopped after {len(result.lrs)} steps: {result.stop_reason}")
+    click.echo(suggestion_line(result) + f"; the config has optim.lr {cfg.optim.lr:g}")
+    click.echo(f"wrote {write_lr_find(result, out)}")

@@ -124,12 +124,10 @@ def expand_paths(paths: list[str | Path]) -> tuple[list[Path], list[tuple[str, s
     return files, errors
 
 
-def predict_images(paths: list[str | Path], target: str | Path | None = None,
-                   top_k: int = 3) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
-    """Predict each image; returns (results, errors). One bad image does not stop the rest.
-
-    Each result is ``{path, label, probability, top_k: [[label, p], ...]}``."""
-    model = load_model(target)
+def prepare_files(model: Model, paths: list[str | Path]
+                  ) -> tuple[F32, list[Path], list[tuple[str, str]]]:
+    """Files and folders -> (X (N, S*S) float32 of the readable images, their paths,
+    errors as (path, message)). One bad image does not stop the rest."""
     files, errors = expand_paths(paths)
     rows, good = [], []
     for path in files:
@@ -138,6 +136,16 @@ def predict_images(paths: list[str | Path], target: str | Path | None = None,
             good.append(path)
         except DataError as exc:
             errors.append((str(path), str(exc)))
-    if not rows:
+    return (np.concatenate(rows) if rows else model.prepare([])), good, errors
+
+
+def predict_images(paths: list[str | Path], target: str | Path | None = None,
+                   top_k: int = 3) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
+    """Predict each image; returns (results, errors). One bad image does not stop the rest.
+
+    Each result is ``{path, label, probability, top_k: [[label, p], ...]}``."""
+    model = load_model(target)
+    X, good, errors = prepare_files(model, paths)
+    if not good:
         return [], errors
-    return model.ranked(model.probabilities(np.concatenate(rows)), good, top_k), errors
+    return model.ranked(model.probabilities(X), good, top_k), errors

@@ -9,6 +9,8 @@
                         with the counts written in
         mistakes.png    misclassified test images (up to 100), most confident first,
                         each captioned ``true -> predicted (p)``
+        mistake_maps.png  the saliency maps of the most confident mistakes: what made the
+                        network say the predicted letter rather than the true one
         weights.png     the first layer's weights, one image-shaped tile per hidden unit
         report.html     the config, summary figures, per-class table and the pictures,
                         images embedded as data: URIs (no network, one file to send around)
@@ -38,9 +40,11 @@ from nnletters.errors import DataError
 from nnletters.fileio import write_text, write_with
 
 F32 = NDArray[np.float32]
-PICTURES = ("network.png", "curves.png", "confusion.png", "mistakes.png", "weights.png")
+PICTURES = ("network.png", "curves.png", "confusion.png", "mistakes.png", "mistake_maps.png",
+            "weights.png")
 MAX_MISTAKES = 100
 MAX_TILES = 256
+MAX_MISTAKE_MAPS = 8
 DPI = 100  # matplotlib figures: inches * DPI = pixels, so 100 keeps them legible at 100%
 
 
@@ -70,7 +74,7 @@ class RunResults:
     history: list[dict[str, Any]]
     summary: dict[str, Any] | None  # summary.json, None for a run that did not finish
     config_text: str
-    network: Any = None  # the nn.model.MLP evaluated
+    network: Any = None  # the nn.model.MLP evaluated (for the mistakes' saliency maps)
 
 
 def resolve_run(target: str | Path | None, runs_dir: str | Path = "runs") -> tuple[Path, Path]:
@@ -470,6 +474,9 @@ def report_html(res: RunResults, pictures: dict[str, bytes]) -> str:
                          "each class's accuracy, worst first).",
         "mistakes.png": " ".join(mistakes_header(
             len(rank_mistakes(res.y, res.proba)), len(res.y), MAX_MISTAKES, "images")),
+        "mistake_maps.png": "Saliency maps of the most confident mistakes: the gradient of "
+                            "the predicted and the true letter's score with respect to the "
+                            "pixels, and their difference (red: more ink there raises it).",
         "weights.png": "First-layer weights: each tile is one unit's weights over the image.",
     }
     for file in PICTURES:
@@ -583,9 +590,32 @@ def render_pictures(res: RunResults) -> dict[str, bytes]:
             f"of {ev['n']:,}"),
         "mistakes.png": mistakes_png(res.X, res.y, res.proba, res.classes, res.image_size,
                                      what=what),
+        "mistake_maps.png": mistake_maps_png(res),
         "weights.png": weights_png(res.first_W, res.image_size,
                                    unit_names=res.classes if is_output else None),
     }
+
+
+def mistake_maps_png(res: RunResults, limit: int = MAX_MISTAKE_MAPS) -> bytes:
+    """The saliency maps (``nnletters.explain``) of the ``limit`` most confident mistakes:
+    predicted letter, true letter, and predicted minus true."""
+    from nnletters.explain import explanations, maps_grid_png, polarity
+
+    shown = rank_mistakes(res.y, res.proba)[:limit]
+    if len(shown) == 0 or res.network is None:
+        return _png(_text_block(["No mistakes, so no maps of them."], 480, _font(15), pad=16))
+    pred = res.proba.argmax(axis=1)
+    titles = [f"{res.paths[i] if i < len(res.paths) else i}: true {res.classes[res.y[i]]}, "
+              f"predicted {res.classes[pred[i]]} ({res.proba[i, pred[i]]:.2f})" for i in shown]
+    light_on_dark = bool(res.meta.get("light_on_dark", True))
+    items = explanations(res.network, res.classes, res.X[shown], res.proba[shown],
+                         np.stack([pred[shown], res.y[shown]], axis=1), titles=titles,
+                         light_on_dark=light_on_dark)
+    return maps_grid_png(items, res.image_size, [
+        f"Saliency maps of the {len(shown)} most confident mistakes: the gradient of the "
+        "predicted and the true letter's logit with respect to each pixel",
+        "red: raising the pixel raises the score, blue: lowering it does "
+        f"({polarity(light_on_dark)}); the last map is predicted minus true"])
 
 
 def write_report(target: str | Path | None = None, data_path: str | Path | None = None,

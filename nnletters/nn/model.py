@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from nnletters.nn.functional import LOSSES, OUTPUTS
+from nnletters.nn.functional import LOSSES, OUTPUTS, log_softmax, sigmoid
 from nnletters.nn.layers import Activation, BatchNorm, Dense, Dropout, Layer
 
 F32 = NDArray[np.float32]
@@ -108,6 +108,21 @@ class MLP:
         self.backward(dlogits)
         return loss, correct
 
+    def input_gradient(self, x: F32, classes: NDArray[np.int64], score: str = "logit") -> F32:
+        """d score[n, classes[n]] / d x[n]: how each input pixel moves one class's score.
+
+        x: (N, n_in) -> (N, n_in), in the model's dtype. ``score`` is "logit" (the last
+        layer's output z_c) or "log_prob" (the log of the probability predict shows). The
+        same chain rule as ``backward``, in evaluation mode (dropout off, batch norm with its
+        running statistics) and carried one step further, through the first layer's weights
+        to the pixels; no parameter gradient is touched."""
+        x = np.asarray(x, dtype=self.dtype)
+        logits = self.forward(x, train=False).copy()
+        d = score_gradient(logits, np.asarray(classes), score, self.loss_name)
+        for layer in reversed(self.layers):
+            d = _eval_input_backward(layer, d)
+        return d
+
     def predict_proba(self, x: F32, batch_size: int = 1024) -> F32:
         """(N, n_in) -> (N, n_classes) float32 class probabilities, evaluated in batches."""
         out = np.empty((x.shape[0], self.sizes[-1]), dtype=self.dtype)
@@ -173,3 +188,42 @@ class MLP:
         if self.batch_norm:
             text += ", batch norm"
         return text
+
+
+def score_gradient(logits: F32, classes: NDArray[np.int64], score: str, loss: str) -> F32:
+    """d score / d logits (N, C) for each row's class: the seed of ``input_gradient``.
+
+    logit:     z_c,                     d/dz_j = [j = c]
+    log_prob:  log softmax(z)_c,        d/dz_j = [j = c] - softmax(z)_j       (cross-entropy)
+               log (s_c / sum_k s_k),   d/dz_j = [j = c] (1 - s_c) - s_j (1 - s_j) / sum_k s_k
+               with s = sigmoid(z), the normalised sigmoid a quadratic-loss model shows."""
+    n = logits.shape[0]
+    rows = np.arange(n)
+    onehot = np.zeros_like(logits)
+    onehot[rows, classes] = 1.0
+    if score == "logit":
+        return onehot
+    if score != "log_prob":
+        raise ValueError(f"unknown score {score!r}: expected 'logit' or 'log_prob'")
+    if loss == "cross_entropy":
+        return onehot - np.exp(log_softmax(logits))
+    s = sigmoid(logits.copy())
+    d = -s * (1.0 - s) / s.sum(axis=1, keepdims=True)
+    d[rows, classes] += 1.0 - s[rows, classes]
+    return d
+
+
+def _eval_input_backward(layer: Layer, d: F32) -> F32:
+    """dL/d(input) of one layer after an evaluation-mode forward, from dL/d(output) ``d``."""
+    if isinstance(layer, Dense):
+        return d @ layer.W.T  # the first layer too: here the input gradient is the point
+    if isinstance(layer, Activation):
+        return layer.f_backward(layer.a, d)  # in place on d, which is this function's own
+    if isinstance(layer, BatchNorm):
+        # In evaluation batch norm is the affine map gamma (x - mean) / sqrt(var + eps) + beta
+        # with the running statistics fixed, so its derivative is the per-unit scale.
+        scale = layer.gamma / np.sqrt(layer.running_var + layer.eps)
+        return d * scale.astype(d.dtype, copy=False)
+    if isinstance(layer, Dropout):
+        return d  # the identity in evaluation
+    raise TypeError(f"no input gradient for layer {type(layer).__name__}")
