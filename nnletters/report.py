@@ -10,6 +10,8 @@
         mistakes.png    misclassified test images (up to 100), most confident first,
                         each captioned ``true -> predicted (p)``
         weights.png     the first layer's weights, one image-shaped tile per hidden unit
+        diagnostics.png per-layer gradient and weight norms and dead or saturated units per
+                        epoch (runs whose metrics hold them: train.diagnostics)
         report.html     the config, summary figures, per-class table and the pictures,
                         images embedded as data: URIs (no network, one file to send around)
 
@@ -165,6 +167,44 @@ def _mark_best(history: list[dict[str, Any]], best_epoch: int | None, monitor: s
     if row.get(monitor) is not None:
         ax.plot([best_epoch], [scale * row[monitor]], marker="*", markersize=14,
                 color="crimson", linestyle="none", label=f"best {monitor.replace('_', ' ')}")
+
+
+def diagnostics_png(history: list[dict[str, Any]], title: str = "") -> bytes | None:
+    """Per-layer diagnostics per epoch (nnletters.diagnostics): gradient norm (log axis),
+    weight norm, and the share of dead ReLU units or saturated outputs; None without them."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    layers = sorted({int(k.split("/")[1]) for r in history for k in r
+                     if k.startswith("grad_norm/")})
+    if not layers:
+        return None
+    fig = Figure(figsize=(15, 4.6), dpi=DPI, layout="constrained")
+    axes = fig.subplots(1, 3)
+    panels = (("grad_norm", "Gradient norm ||dL/dW|| (validation batch)", 1),
+              ("weight_norm", "Weight norm ||W||", 1),
+              ("dead", "Dead ReLU units, saturated outputs", 100))
+    for ax, (key, name, scale) in zip(axes, panels, strict=True):
+        for i in layers:
+            label = f"layer {i}" + (" (output)" if i == layers[-1] else "")
+            for kind in ((key,) if key != "dead" else ("dead", "saturated")):
+                points = [(r["epoch"], scale * r[f"{kind}/{i}"]) for r in history
+                          if r.get(f"{kind}/{i}") is not None]
+                if points:
+                    ax.plot(*zip(*points, strict=True), marker="o", markersize=3,
+                            label=f"{label} {kind}" if key == "dead" else label)
+        ax.set_title(name)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(True, alpha=0.3)
+        if ax.lines:
+            ax.legend(loc="best", fontsize="small")
+    axes[0].set_yscale("log")  # gradients span decades, and a vanished one is the point
+    axes[2].set_ylabel("% of units (dead) or of outputs (saturated)")
+    axes[2].set_ylim(bottom=0)
+    if title:
+        fig.suptitle(title)
+    return _figure_png(fig)
 
 
 # --------------------------------------------------------------------------- confusion
@@ -471,8 +511,12 @@ def report_html(res: RunResults, pictures: dict[str, bytes]) -> str:
         "mistakes.png": " ".join(mistakes_header(
             len(rank_mistakes(res.y, res.proba)), len(res.y), MAX_MISTAKES, "images")),
         "weights.png": "First-layer weights: each tile is one unit's weights over the image.",
+        "diagnostics.png": "Per-layer diagnostics on a fixed validation batch: the weights' "
+                           "gradient norm, their norm, and the share of ReLU units never "
+                           "active on the batch (dead) or of sigmoid/tanh outputs beyond "
+                           "0.99 of their range (saturated).",
     }
-    for file in PICTURES:
+    for file in pictures:
         data = base64.b64encode(pictures[file]).decode("ascii")
         figure = (f'<figure id="{file}"><figcaption><b>{file}</b>: {_e(captions[file])}'
                   f'</figcaption><img src="data:image/png;base64,{data}" alt="{file}">'
@@ -557,7 +601,8 @@ def _mistake_list(res: RunResults, limit: int = 30) -> str:
 
 
 def render_pictures(res: RunResults) -> dict[str, bytes]:
-    """The PNGs of a run, as bytes keyed by file name."""
+    """The PNGs of a run (diagnostics.png when its metrics hold them), as bytes keyed by
+    file name."""
     from nnletters.network_drawing import network_png, network_title
 
     summary = res.summary or {}
@@ -572,7 +617,7 @@ def render_pictures(res: RunResults) -> dict[str, bytes]:
     ev = res.evaluation
     what = "test images" if res.source.startswith("test split") else "images"
     is_output = res.first_W.shape[1] == len(res.classes) and len(res.meta["layer_sizes"]) == 2
-    return {
+    pictures = {
         "network.png": network_png(res.network, res.classes, res.image_size,
                                    network_title(res.meta, res.network))[0],
         "curves.png": curves_png(res.history, best_epoch, monitor,
@@ -586,6 +631,10 @@ def render_pictures(res: RunResults) -> dict[str, bytes]:
         "weights.png": weights_png(res.first_W, res.image_size,
                                    unit_names=res.classes if is_output else None),
     }
+    diagnostics = diagnostics_png(res.history, title)
+    if diagnostics is not None:
+        pictures["diagnostics.png"] = diagnostics
+    return pictures
 
 
 def write_report(target: str | Path | None = None, data_path: str | Path | None = None,
