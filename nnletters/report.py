@@ -40,7 +40,9 @@ from nnletters.errors import DataError
 from nnletters.fileio import write_text, write_with
 
 F32 = NDArray[np.float32]
-PICTURES = ("network.png", "curves.png", "confusion.png", "mistakes.png", "weights.png")
+# diagnostics.png only for runs whose metrics hold the diagnostics (all since they exist).
+PICTURES = ("network.png", "curves.png", "confusion.png", "mistakes.png", "weights.png",
+            "diagnostics.png")
 MAX_MISTAKES = 100
 MAX_TILES = 256
 DPI = 100  # matplotlib figures: inches * DPI = pixels, so 100 keeps them legible at 100%
