@@ -60,7 +60,7 @@ def trainer_for(hidden: list[int], dropout: float, n_train: int, run_dir: Path):
 
     cfg = load_config(None, [f"model.hidden={hidden}", f"model.dropout={dropout}",
                              "optim.name=adam", "optim.lr=0.001", "train.batch_size=128",
-                             "train.epochs=15"])
+                             "train.epochs=15", "data.source=synthetic"])
     rng = np.random.default_rng(0)
     X = rng.random((n_train + 1300, 784), dtype=np.float32)
     y = rng.integers(0, 26, n_train + 1300)
