@@ -9,7 +9,7 @@ callback that writes RUN/tensorboard/:
                 test/accuracy and test/loss once at the end
     histograms  each Dense layer's weights, biases and weight gradient (the diagnostics
                 batch's, else the last training step's) at epoch 1, every HISTOGRAM_EVERY
-                epochs and the last epoch
+                epochs and epoch train.epochs
     images      the first GRID_IMAGES training images as the network sees them (after
                 augmentation), and as they are on disk, once
     hparams     the run's config (flattened) with the final figures, so that
@@ -71,10 +71,11 @@ def require_tensorboard() -> Any:
 
 @contextlib.contextmanager
 def _without_torch() -> Iterator[None]:
-    """tensorboardX imports torch when it is installed, only to accept its tensors (about
-    3 s of start-up, more on a busy machine); nnletters hands it NumPy arrays. A ``None`` in
-    sys.modules makes that optional import fail as if torch were absent, just for this
-    import (a process that has imported torch already keeps it)."""
+    """tensorboardX imports torch when it is installed, only to accept its tensors (import
+    tensorboardX took 8.8-10.2 s with torch, 1.5-1.9 s without, on a busy 2-core machine);
+    nnletters hands it NumPy arrays. A ``None`` in sys.modules makes that optional import
+    fail as if torch were absent, just for this import (a process that has imported torch
+    already keeps it, and one that imports it later gets it)."""
     if "torch" in sys.modules:
         yield
         return

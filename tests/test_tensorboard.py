@@ -186,3 +186,12 @@ def write_config(tmp_path: Path, data: Path) -> Path:
     path = tmp_path / "config.yaml"
     path.write_text(f"name: tb\ndata: {{path: '{data}'}}\n")
     return path
+
+
+def test_the_writer_loads_without_torch_even_where_torch_is_installed():
+    code = ("import sys; from nnletters.tensorboard_log import require_tensorboard; "
+            "require_tensorboard(); print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=str(REPO)),
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"  # neither loaded nor left blocked
