@@ -20,7 +20,8 @@ without it. So the forward and backward pass run on a *twin* network that shares
 with the model (the weights are copied in each epoch), has no dropout layers (nothing draws
 from the run's generator) and whose batch-norm running statistics nobody reads. The twin
 normalises with the batch's own statistics, as training does, and its gradient is that of
-the data loss (label smoothing included, weight decay not).
+the data loss (label smoothing included, weight decay not). The weights measured are the ones
+being trained, not their moving average (optim.ema).
 """
 
 from __future__ import annotations

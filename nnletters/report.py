@@ -45,6 +45,7 @@ PICTURES = ("network.png", "curves.png", "confusion.png", "mistakes.png", "weigh
             "diagnostics.png")
 MAX_MISTAKES = 100
 MAX_TILES = 256
+GRAD_FLOOR = 1e-30  # diagnostics.png draws a gradient norm of exactly 0 here (log axis)
 DPI = 100  # matplotlib figures: inches * DPI = pixels, so 100 keeps them legible at 100%
 
 
@@ -187,10 +188,11 @@ def diagnostics_png(history: list[dict[str, Any]], title: str = "") -> bytes | N
               ("weight_norm", "Weight norm ||W||", 1),
               ("dead", "Dead ReLU units, saturated outputs", 100))
     for ax, (key, name, scale) in zip(axes, panels, strict=True):
+        floor = GRAD_FLOOR if key == "grad_norm" else -math.inf
         for i in layers:
             label = f"layer {i}" + (" (output)" if i == layers[-1] else "")
             for kind in ((key,) if key != "dead" else ("dead", "saturated")):
-                points = [(r["epoch"], scale * r[f"{kind}/{i}"]) for r in history
+                points = [(r["epoch"], max(scale * r[f"{kind}/{i}"], floor)) for r in history
                           if r.get(f"{kind}/{i}") is not None]
                 if points:
                     ax.plot(*zip(*points, strict=True), marker="o", markersize=3,
@@ -201,12 +203,23 @@ def diagnostics_png(history: list[dict[str, Any]], title: str = "") -> bytes | N
         ax.grid(True, alpha=0.3)
         if ax.lines:
             ax.legend(loc="best", fontsize="small")
-    axes[0].set_yscale("log")  # gradients span decades, and a vanished one is the point
+    _log_axis(axes[0])  # gradients span decades, and a vanished one is the point
     axes[2].set_ylabel("% of units (dead) or of outputs (saturated)")
     axes[2].set_ylim(bottom=0)
     if title:
         fig.suptitle(title)
     return _figure_png(fig)
+
+
+def _log_axis(ax: Any) -> None:
+    """A log y axis at least two decades tall, so that rounding noise in a constant figure
+    (a gradient stuck at 5e-13) does not look like a trend."""
+    ax.set_yscale("log")
+    ys = [y for line in ax.lines for y in line.get_ydata()]
+    lo, hi = min(ys), max(ys)
+    if hi < 100 * lo:
+        mid = math.sqrt(lo * hi)
+        ax.set_ylim(mid / 10, mid * 10)
 
 
 # --------------------------------------------------------------------------- confusion
@@ -514,7 +527,8 @@ def report_html(res: RunResults, pictures: dict[str, bytes]) -> str:
             len(rank_mistakes(res.y, res.proba)), len(res.y), MAX_MISTAKES, "images")),
         "weights.png": "First-layer weights: each tile is one unit's weights over the image.",
         "diagnostics.png": "Per-layer diagnostics on a fixed validation batch: the weights' "
-                           "gradient norm, their norm, and the share of ReLU units never "
+                           "gradient norm (exactly 0 is drawn at 1e-30), their norm, and "
+                           "the share of ReLU units never "
                            "active on the batch (dead) or of sigmoid/tanh outputs beyond "
                            "0.99 of their range (saturated).",
     }
