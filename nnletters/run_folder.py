@@ -35,6 +35,7 @@ from nnletters.checkpoint import load_checkpoint
 from nnletters.config import Config, load_config, to_dict, to_yaml
 from nnletters.data import fingerprint
 from nnletters.data.images import data_polarity, glyph_fill
+from nnletters.diagnostics import Diagnostics
 from nnletters.errors import CheckpointError, NNLettersError
 from nnletters.fileio import read_json, remove_temp_files, write_json, write_text
 from nnletters.training import (
@@ -330,9 +331,7 @@ def default_callbacks(cfg: Config, progress: bool, log: Callable[[str], None],
                       extra: Iterable[Callback] = ()) -> list[Callback]:
     """The progress bar, the per-layer diagnostics, the caller's callbacks, TensorBoard,
     early stopping, the metrics files and the epoch lines, in that order: a caller's
-    callback may add keys to the metrics row (and reads the diagnostics')."""
-    from nnletters.diagnostics import Diagnostics
-
+    callback sees the diagnostics in the metrics row and may add keys of its own."""
     es = cfg.train.early_stopping
     diagnostics = Diagnostics() if cfg.train.diagnostics else None
     tensorboard: list[Callback] = []
