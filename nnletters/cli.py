@@ -110,15 +110,21 @@ def _warnings_on_one_line() -> Iterator[None]:
               help="Write the pictures and report.html into RUN/report/ when training ends.")
 @click.option("--dry-run", is_flag=True,
               help="Print the resolved config, the data and a model summary; train nothing.")
+@click.option("--tensorboard", is_flag=True,
+              help="Write TensorBoard event files into RUN/tensorboard/ (train.tensorboard; "
+                   "the 'tensorboard' extra).")
 @handle_errors
 def train(config_path: str | None, resume_dir: str | None, overrides: tuple[str, ...],
-          out: str | None, quiet: bool, make_report: bool, dry_run: bool) -> None:
+          out: str | None, quiet: bool, make_report: bool, dry_run: bool,
+          tensorboard: bool) -> None:
     """Train a model from a YAML config and write a run folder, or --resume a stopped run.
 
     Ctrl-C (or SIGTERM) stops between two steps, keeps the last complete epoch's checkpoint
     and exits 130 (143)."""
     from nnletters.run_folder import new_run_dir, resume_run, train_run
 
+    if tensorboard:
+        overrides = (*overrides, "train.tensorboard=true")
     if dry_run:
         from nnletters.config import load_config
         from nnletters.run_folder import dry_run as show

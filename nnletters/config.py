@@ -141,6 +141,10 @@ class TrainConfig:
     epochs: int = _spec(10, low=1, doc="epochs to train (at most, with early stopping)")
     batch_size: int = _spec(128, low=1, doc="images per optimiser step")
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    diagnostics: bool = _spec(True, doc="per-layer gradient and weight norms, dead or "
+                                        "saturated units, in every metrics row")
+    tensorboard: bool = _spec(False, doc="TensorBoard event files in RUN/tensorboard/ "
+                                         "(the 'tensorboard' extra)")
 
 
 @dataclass(frozen=True)

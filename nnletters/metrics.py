@@ -2,8 +2,10 @@
 
 ``metrics.jsonl`` and ``metrics.csv`` hold one row per epoch: epoch, lr, train_loss,
 train_accuracy, val_loss, val_accuracy, epoch_seconds (wall time of that epoch's training
-steps). Both are rewritten whole and atomically each epoch (they are small), so a crash never
-leaves half a row, and a resumed run continues them without duplicates.
+steps); metrics.jsonl also holds what callbacks add (the per-layer diagnostics,
+``nnletters.diagnostics``). Both are rewritten whole and atomically each epoch (they are
+small), so a crash never leaves half a row, and a resumed run continues them without
+duplicates.
 """
 
 from __future__ import annotations

@@ -12,6 +12,8 @@
         mistake_maps.png  the saliency maps of the most confident mistakes: what made the
                         network say the predicted letter rather than the true one
         weights.png     the first layer's weights, one image-shaped tile per hidden unit
+        diagnostics.png per-layer gradient and weight norms and dead or saturated units per
+                        epoch (runs whose metrics hold them: train.diagnostics)
         report.html     the config, summary figures, per-class table and the pictures,
                         images embedded as data: URIs (no network, one file to send around)
 
@@ -40,11 +42,13 @@ from nnletters.errors import DataError
 from nnletters.fileio import write_text, write_with
 
 F32 = NDArray[np.float32]
+# diagnostics.png only for runs whose metrics hold the diagnostics (all since they exist).
 PICTURES = ("network.png", "curves.png", "confusion.png", "mistakes.png", "mistake_maps.png",
-            "weights.png")
+            "weights.png", "diagnostics.png")
 MAX_MISTAKES = 100
 MAX_TILES = 256
 MAX_MISTAKE_MAPS = 8
+GRAD_FLOOR = 1e-30  # diagnostics.png draws a gradient norm of exactly 0 here (log axis)
 DPI = 100  # matplotlib figures: inches * DPI = pixels, so 100 keeps them legible at 100%
 
 
@@ -169,6 +173,56 @@ def _mark_best(history: list[dict[str, Any]], best_epoch: int | None, monitor: s
     if row.get(monitor) is not None:
         ax.plot([best_epoch], [scale * row[monitor]], marker="*", markersize=14,
                 color="crimson", linestyle="none", label=f"best {monitor.replace('_', ' ')}")
+
+
+def diagnostics_png(history: list[dict[str, Any]], title: str = "") -> bytes | None:
+    """Per-layer diagnostics per epoch (nnletters.diagnostics): gradient norm (log axis),
+    weight norm, and the share of dead ReLU units or saturated outputs; None without them."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    layers = sorted({int(k.split("/")[1]) for r in history for k in r
+                     if k.startswith("grad_norm/")})
+    if not layers:
+        return None
+    fig = Figure(figsize=(15, 4.6), dpi=DPI, layout="constrained")
+    axes = fig.subplots(1, 3)
+    panels = (("grad_norm", "Gradient norm ||dL/dW|| (validation batch)", 1),
+              ("weight_norm", "Weight norm ||W||", 1),
+              ("dead", "Dead ReLU units, saturated outputs", 100))
+    for ax, (key, name, scale) in zip(axes, panels, strict=True):
+        floor = GRAD_FLOOR if key == "grad_norm" else -math.inf
+        for i in layers:
+            label = f"layer {i}" + (" (output)" if i == layers[-1] else "")
+            for kind in ((key,) if key != "dead" else ("dead", "saturated")):
+                points = [(r["epoch"], max(scale * r[f"{kind}/{i}"], floor)) for r in history
+                          if r.get(f"{kind}/{i}") is not None]
+                if points:
+                    ax.plot(*zip(*points, strict=True), marker="o", markersize=3,
+                            label=f"{label} {kind}" if key == "dead" else label)
+        ax.set_title(name)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(True, alpha=0.3)
+        if ax.lines:
+            ax.legend(loc="best", fontsize="small")
+    _log_axis(axes[0])  # gradients span decades, and a vanished one is the point
+    axes[2].set_ylabel("% of units (dead) or of outputs (saturated)")
+    axes[2].set_ylim(bottom=0)
+    if title:
+        fig.suptitle(title)
+    return _figure_png(fig)
+
+
+def _log_axis(ax: Any) -> None:
+    """A log y axis at least two decades tall, so that rounding noise in a constant figure
+    (a gradient stuck at 5e-13) does not look like a trend."""
+    ax.set_yscale("log")
+    ys = [y for line in ax.lines for y in line.get_ydata()]
+    lo, hi = min(ys), max(ys)
+    if hi < 100 * lo:
+        mid = math.sqrt(lo * hi)
+        ax.set_ylim(mid / 10, mid * 10)
 
 
 # --------------------------------------------------------------------------- confusion
@@ -478,8 +532,13 @@ def report_html(res: RunResults, pictures: dict[str, bytes]) -> str:
                             "the predicted and the true letter's score with respect to the "
                             "pixels, and their difference (red: more ink there raises it).",
         "weights.png": "First-layer weights: each tile is one unit's weights over the image.",
+        "diagnostics.png": "Per-layer diagnostics on a fixed validation batch: the weights' "
+                           "gradient norm (exactly 0 is drawn at 1e-30), their norm, and "
+                           "the share of ReLU units never "
+                           "active on the batch (dead) or of sigmoid/tanh outputs beyond "
+                           "0.99 of their range (saturated).",
     }
-    for file in PICTURES:
+    for file in pictures:
         data = base64.b64encode(pictures[file]).decode("ascii")
         figure = (f'<figure id="{file}"><figcaption><b>{file}</b>: {_e(captions[file])}'
                   f'</figcaption><img src="data:image/png;base64,{data}" alt="{file}">'
@@ -564,7 +623,8 @@ def _mistake_list(res: RunResults, limit: int = 30) -> str:
 
 
 def render_pictures(res: RunResults) -> dict[str, bytes]:
-    """The PNGs of a run, as bytes keyed by file name."""
+    """The PNGs of a run (diagnostics.png when its metrics hold them), as bytes keyed by
+    file name."""
     from nnletters.network_drawing import network_png, network_title
 
     summary = res.summary or {}
@@ -579,7 +639,7 @@ def render_pictures(res: RunResults) -> dict[str, bytes]:
     ev = res.evaluation
     what = "test images" if res.source.startswith("test split") else "images"
     is_output = res.first_W.shape[1] == len(res.classes) and len(res.meta["layer_sizes"]) == 2
-    return {
+    pictures = {
         "network.png": network_png(res.network, res.classes, res.image_size,
                                    network_title(res.meta, res.network))[0],
         "curves.png": curves_png(res.history, best_epoch, monitor,
@@ -594,6 +654,10 @@ def render_pictures(res: RunResults) -> dict[str, bytes]:
         "weights.png": weights_png(res.first_W, res.image_size,
                                    unit_names=res.classes if is_output else None),
     }
+    diagnostics = diagnostics_png(res.history, title)
+    if diagnostics is not None:
+        pictures["diagnostics.png"] = diagnostics
+    return pictures
 
 
 def mistake_maps_png(res: RunResults, limit: int = MAX_MISTAKE_MAPS) -> bytes:

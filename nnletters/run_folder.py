@@ -12,6 +12,7 @@ model, train, test, and write the summary. The loop itself is ``nnletters.traini
         data.json        what identifies the data: a digest of each split, synthetic fonts
                          with their sha256 (eval/report/resume re-create exactly this data)
         fonts.txt        fonts used to render synthetic letters (synthetic data only)
+        tensorboard/     TensorBoard event files (train.tensorboard only)
         .lock            held by the process training in the folder (gone when it ends)
 """
 
@@ -34,6 +35,7 @@ from nnletters.checkpoint import load_checkpoint
 from nnletters.config import Config, load_config, to_dict, to_yaml
 from nnletters.data import fingerprint
 from nnletters.data.images import data_polarity, glyph_fill
+from nnletters.diagnostics import Diagnostics
 from nnletters.errors import CheckpointError, NNLettersError
 from nnletters.fileio import read_json, remove_temp_files, write_json, write_text
 from nnletters.training import (
@@ -232,6 +234,10 @@ def _run(cfg: Config, run_dir: Path, progress: bool, log: Callable[[str], None],
          callbacks: Iterable[Callback], resume=None) -> Run:
     """A run in a folder this process has locked; ``resume``: its last.npz to go on from."""
     t_start = time.perf_counter()
+    if cfg.train.tensorboard:  # a missing extra is named before the data loads
+        from nnletters.tensorboard_log import require_tensorboard
+
+        require_tensorboard()
     if cfg.data.path:  # saved absolute, so eval/report find the data from any folder
         cfg = replace(cfg, data=replace(cfg.data, path=str(Path(cfg.data.path).resolve())))
     record = _data_to_resume_on(run_dir, cfg, resume, log)
@@ -323,10 +329,18 @@ def _loss_name(cfg: Config) -> str:
 
 def default_callbacks(cfg: Config, progress: bool, log: Callable[[str], None],
                       extra: Iterable[Callback] = ()) -> list[Callback]:
-    """The progress bar, the caller's callbacks, early stopping, the metrics files and the
-    epoch lines, in that order: a caller's callback may add keys to the metrics row."""
+    """The progress bar, the per-layer diagnostics, the caller's callbacks, TensorBoard,
+    early stopping, the metrics files and the epoch lines, in that order: a caller's
+    callback sees the diagnostics in the metrics row and may add keys of its own."""
     es = cfg.train.early_stopping
-    return [*([ProgressBar()] if progress else []), *extra,
+    diagnostics = Diagnostics() if cfg.train.diagnostics else None
+    tensorboard: list[Callback] = []
+    if cfg.train.tensorboard:
+        from nnletters.tensorboard_log import TensorBoardLog
+
+        tensorboard.append(TensorBoardLog(diagnostics))
+    return [*([ProgressBar()] if progress else []), *([diagnostics] if diagnostics else []),
+            *extra, *tensorboard,
             *([EarlyStopping(es.monitor, es.patience)] if es.enabled else []),
             MetricsFiles(), EpochLog(log)]
 

@@ -34,7 +34,8 @@ def test_run_folder_holds_every_file(letters_folder, tmp_path):
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2, 3]
     assert set(rows[0]) == {"epoch", "lr", "train_loss", "train_accuracy", "val_loss",
-                            "val_accuracy", "epoch_seconds"}
+                            "val_accuracy", "epoch_seconds", "grad_norm/1", "weight_norm/1",
+                            "dead/1", "grad_norm/2", "weight_norm/2"}  # + diagnostics
     assert (run / "metrics.csv").read_text().splitlines()[0].startswith("epoch,lr,train_loss")
     assert summary == json.loads((run / "summary.json").read_text())
     assert summary["n_train"] + summary["n_val"] + summary["n_test"] == 48
