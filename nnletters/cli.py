@@ -202,15 +202,23 @@ def predict(images: tuple[str, ...], target: str | None, top_k: int, as_json: bo
     results, errors = predict_images(list(images), target, top_k)
     if as_json:
         click.echo(json.dumps(results))
-    else:
+    elif results:
+        click.echo(f"checkpoint {results[0]['checkpoint']}")
         for r in results:
-            others = "  ".join(f"{label} {100 * p:.1f}%" for label, p in r["top_k"][1:])
-            click.echo(f"{r['path']}: {r['label']} ({100 * r['probability']:.1f}%)"
-                       + (f"   then {others}" if others else ""))
+            click.echo(_prediction_line(r))
     for _path, message in errors:
         click.echo(f"Error: {message}", err=True)
     if errors:
         sys.exit(1)
+
+
+def _prediction_line(r: dict[str, Any]) -> str:
+    """``path: A (97.1%)   then H 1.2%  R 0.4%``, or the warning and the forced guess."""
+    guess = f"{r['label']} ({100 * r['probability']:.1f}%)"
+    if "warning" in r:
+        return f"{r['path']}: {r['warning']} (the model's forced guess: {guess})"
+    others = "  ".join(f"{label} {100 * p:.1f}%" for label, p in r["top_k"][1:])
+    return f"{r['path']}: {guess}" + (f"   then {others}" if others else "")
 
 
 # --------------------------------------------------------------------------- report

@@ -10,9 +10,13 @@ Every mode Pillow opens ends up as ``uint8`` gray, brightness kept as the eye se
   that transparent pixels become background: black behind light ink, white behind dark ink
   (the ink's brightness is the alpha-weighted mean of the visible pixels).
 
-EXIF orientation is applied, animated images give their first frame, and an image larger than
-``MAX_PIXELS`` is refused before its pixels are decoded (a decompression bomb: a few kilobytes of
-PNG can declare gigabytes of pixels).
+EXIF orientation is applied, animated images give their first frame, a JPEG above
+``DRAFT_ABOVE`` pixels is decoded reduced (a phone photo: 12-50 MP), and an image larger than
+``MAX_PIXELS`` (what Pillow refuses by default) is refused before its pixels are decoded (a
+decompression bomb: a few kilobytes of PNG can declare gigabytes of pixels).
+
+``prepare_pixels`` is the one way an image becomes what a model reads, for ``predict``, ``eval
+--data`` and ``report --data`` alike (see its docstring).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import multiprocessing
 import os
 import re
 import sys
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -35,8 +40,15 @@ from PIL import Image, ImageOps
 
 from nnletters.errors import DataError
 
-MAX_PIXELS: int = 4096 * 4096
-"""Largest width * height decoded; bigger images are refused as unreadable."""
+MAX_PIXELS: int = 2 * (Image.MAX_IMAGE_PIXELS or 89_478_485)
+"""Largest width * height decoded (Pillow's own default limit, ~179 MP); bigger images are
+refused as unreadable."""
+
+DRAFT_ABOVE: int = 2048 * 2048
+"""JPEGs with more pixels than this are decoded reduced by 1/2, 1/4 or 1/8 (libjpeg's DCT
+scaling, Pillow's ``draft``) to no less than DRAFT_SIDE pixels a side: a letter needs a few
+hundred pixels, not a 50 MP photo's worth of memory and time."""
+DRAFT_SIDE: int = 1024
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 
@@ -86,7 +98,9 @@ def gray_and_info(data: bytes) -> tuple[npt.NDArray[np.uint8], ImageInfo]:
     try:
         # Image.open reads the header only; the size is checked before any pixel is decoded.
         # (Pillow's own, higher limit only matters if MAX_PIXELS is raised above it.)
-        img = Image.open(io.BytesIO(data))
+        with warnings.catch_warnings():  # Pillow warns between its limit and twice it:
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # we accept those
+            img = Image.open(io.BytesIO(data))
         width, height = img.size
         if width * height > MAX_PIXELS:
             raise Unreadable(f"{width}x{height} pixels is above the limit of {MAX_PIXELS} "
@@ -94,6 +108,8 @@ def gray_and_info(data: bytes) -> tuple[npt.NDArray[np.uint8], ImageInfo]:
         if width == 0 or height == 0:
             raise Unreadable(f"image has no pixels ({width}x{height})")
         info = ImageInfo(width, height, img.mode, img.format)
+        if img.format == "JPEG" and width * height > DRAFT_ABOVE:
+            img.draft("L", (DRAFT_SIDE, DRAFT_SIDE))
         gray = _to_gray(_upright(img))
     except Unreadable:
         raise
@@ -134,10 +150,176 @@ def to_unit_float(pixels: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
     return np.divide(pixels, np.float32(255.0), dtype=np.float32)
 
 
+# --------------------------------------------------------------------------- preparation
+
+
+@dataclass(frozen=True)
+class Look:
+    """How a model's training images look, as its checkpoint records: their side, their
+    polarity (light glyph on a dark background or the reverse) and the share of the frame
+    their glyphs span (``glyph_fill``). ``prepare_pixels`` makes other images look alike."""
+
+    image_size: int
+    light_on_dark: bool = True
+    glyph_fill: float = 0.9
+
+    @classmethod
+    def of(cls, meta: dict) -> Look:
+        """From checkpoint metadata (older checkpoints lack the last two: the defaults)."""
+        return cls(int(meta["image_size"]), bool(meta.get("light_on_dark", True)),
+                   float(meta.get("glyph_fill", 0.9)))
+
+
+PREPARATION_VERSION = 1
+"""Part of the cache key of prepared data sets: raise it when ``prepare_pixels`` changes."""
+
+INVERTED, FRAMED, NO_GLYPH = "inverted", "framed", "no glyph found"
+"""What ``prepare_pixels`` may report having done (or found)."""
+
+DATASET_FACTOR = 2
+"""Square images up to this many times the model's side are taken for a data set's images
+(notMNIST's are 28x28, also for a model trained on them at 17x17): left as they are when
+they already look like the model's training images. Larger or oblong images are a user's
+photo or drawing."""
+
+FRAMING_RANGE = (0.6, 1.35)
+"""A data-set glyph whose span / the training glyphs' median span lies in this range is
+framed like them (every image of notMNIST and of both synthetic styles does: their ratios
+run from 0.68 to 1.2; the tests' hand-drawn letters reach 1.3); outside it, it is cropped
+and framed anew (a notMNIST glyph shown to a model trained on letters with a margin)."""
+
+SET_FRAMING = (0.9, 1.1)
+"""A set of data-set images whose median span ratio lies outside this range is framed
+unlike the training glyphs (whose own median ratio is 1 by definition), and all of its
+images are cropped and framed: ink-style letters (ratio 0.8) shown to a model trained on
+notMNIST-style ones score 56% as they are and 96% framed."""
+
+SET_MIN = 16
+"""Data-set images handed over together from which their common polarity and framing are
+judged; fewer are judged one by one."""
+
+
+@dataclass(frozen=True)
+class SetView:
+    """What the images handed over together say about all of them (``judge_set``):
+    ``invert`` True when their edges show the other polarity than the model's (None: judge
+    each image), ``reframe`` True when their glyphs are framed unlike the training glyphs."""
+
+    invert: bool | None = None
+    reframe: bool = False
+
+
+def prepare_pixels(gray: npt.NDArray[np.uint8], look: Look, view: SetView = SetView()
+                   ) -> tuple[npt.NDArray[np.uint8], tuple[str, ...]]:
+    """A decoded grey image (H, W) uint8 -> (S*S,) uint8 as the model reads it, plus what was
+    done: () when nothing, else INVERTED and/or FRAMED, or (NO_GLYPH,) for a blank image.
+
+    The one preparation ``predict``, ``eval --data`` and ``report --data`` share:
+
+    - an image in the training format passes through exactly as the data loader reads it
+      (``resize_gray``): a square data-set image whose polarity is the model's and whose glyph
+      spans about as much of the frame as the training glyphs do;
+    - a data-set image of the other polarity is inverted, one framed differently is cropped
+      to its glyph and framed like the training glyphs; judged from the set it came with
+      (``view``, see ``judge_set``) or, alone, from the image itself;
+    - a user's photo or drawing gets its polarity from its border, then crop and framing.
+    """
+    background = _border_median(gray)
+    if not (np.abs(gray.astype(np.int16) - background) > _INK_STEP).any():
+        return resize_gray(gray, look.image_size).reshape(-1), (NO_GLYPH,)
+    if _is_dataset_image(gray, look):
+        small, gray, notes = _in_model_polarity(gray, look, view.invert)
+        ratio = framing_ratio(small, look)
+        if not view.reframe and FRAMING_RANGE[0] <= ratio <= FRAMING_RANGE[1]:
+            return small.reshape(-1), notes
+        return _framed(gray, _border_median(gray), look), (*notes, FRAMED)
+    notes = ()
+    if (background > 127) == look.light_on_dark:
+        gray, background, notes = 255 - gray, 255 - background, (INVERTED,)
+    return _framed(gray, background, look), (*notes, FRAMED)
+
+
+def judge_set(grays: Iterable[npt.NDArray[np.uint8] | None], look: Look) -> SetView:
+    """The ``SetView`` of images handed over together (decoded, (H, W) uint8 each), from
+    their data-set images with a glyph when there are at least SET_MIN of them: the mean
+    brightness of their edges (the rule ``data_polarity`` applies to training images), then
+    the median of their ``framing_ratio`` once in the polarity so decided."""
+    evidence = [g for g in grays if g is not None and _is_dataset_image(g, look)
+                and _has_glyph(g)]
+    if len(evidence) < SET_MIN:
+        return SetView()
+    smalls = [resize_gray(g, look.image_size) for g in evidence]
+    light_on_dark = float(np.mean([_ring(s).mean() for s in smalls])) < 127.5
+    invert = True if light_on_dark != look.light_on_dark else None
+    ratios = [framing_ratio(_in_model_polarity(s, look, invert)[0], look) for s in smalls]
+    median = float(np.median(ratios))
+    return SetView(invert, not SET_FRAMING[0] <= median <= SET_FRAMING[1])
+
+
+def framing_ratio(small: npt.NDArray[np.uint8], look: Look) -> float:
+    """(S, S) uint8 in the model's polarity -> its glyph's span / the training glyphs'."""
+    span = _glyph_spans(small[None], look.light_on_dark)[0] / small.shape[0]
+    return float(span) / max(look.glyph_fill, 1e-6)
+
+
+def _is_dataset_image(gray: npt.NDArray[np.uint8], look: Look) -> bool:
+    return gray.shape[0] == gray.shape[1] <= DATASET_FACTOR * look.image_size
+
+
+def _has_glyph(gray: npt.NDArray[np.uint8]) -> bool:
+    return bool((np.abs(gray.astype(np.int16) - _border_median(gray)) > _INK_STEP).any())
+
+
+def _in_model_polarity(gray: npt.NDArray[np.uint8], look: Look, invert: bool | None
+                       ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8], tuple[str, ...]]:
+    """A square data-set image -> (it resized to S x S, the image, notes), both inverted
+    when ``invert`` says so (None: when its own edge does, see ``_other_polarity``)."""
+    small = resize_gray(gray, look.image_size)
+    if _other_polarity(small, look) if invert is None else invert:
+        return 255 - small, 255 - gray, (INVERTED,)
+    return small, gray, ()
+
+
+def _other_polarity(small: npt.NDArray[np.uint8], look: Look) -> bool:
+    """True when the edge of one data-set image says its polarity is not the model's.
+
+    Training glyphs that leave a margin (glyph_fill < 0.95) leave an edge of background, so
+    an edge mostly on the other side of mid-grey says so. Glyphs that fill the frame make
+    one image's edge no witness: a fifth of notMNIST's images have mostly light edges and
+    some fonts are drawn dark in a light box. Only a set of images tells (``judge_set``).
+    """
+    if look.glyph_fill >= 0.95:
+        return False
+    ring = _ring(small)
+    return float(((ring >= 128) if look.light_on_dark else (ring < 128)).mean()) > 0.5
+
+
+def _ring(img: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+    """The outermost pixels of an (H, W) image, as one row."""
+    return np.concatenate([img[0], img[-1], img[:, 0], img[:, -1]])
+
+
+def _framed(gray: npt.NDArray[np.uint8], background: int,
+            look: Look) -> npt.NDArray[np.uint8]:
+    """Crop to the glyph, frame it like the training glyphs, resize: -> (S*S,) uint8."""
+    return resize_gray(_crop_to_glyph(gray, background, look.glyph_fill),
+                       look.image_size).reshape(-1)
+
+
+def prepare_gray(gray: npt.NDArray[np.uint8], look: Look) -> npt.NDArray[np.float32]:
+    """``prepare_pixels`` as the float32 (S*S,) vector in [0, 1] the network reads."""
+    return to_unit_float(prepare_pixels(gray, look)[0])
+
+
 def prepare_user_image(path: str | Path, image_size: int, light_on_dark: bool = True,
                        fill: float = 0.9) -> npt.NDArray[np.float32]:
-    """An image file from a user -> (S*S,) float32 in [0, 1], ready for a model
-    (see ``prepare_gray``)."""
+    """An image file -> (S*S,) float32 in [0, 1], ready for a model whose training images
+    had side ``image_size``, polarity ``light_on_dark`` and glyph share ``fill``."""
+    return prepare_gray(read_file_gray(path), Look(image_size, light_on_dark, fill))
+
+
+def read_file_gray(path: str | Path) -> npt.NDArray[np.uint8]:
+    """An image file -> (H, W) uint8 gray; DataError names the file."""
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -145,34 +327,43 @@ def prepare_user_image(path: str | Path, image_size: int, light_on_dark: bool = 
         raise DataError(f"{path}: file not found") from None
     except OSError as exc:
         raise DataError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    gray, _ = read_gray(data, str(path))
-    return prepare_gray(gray, image_size, light_on_dark, fill)
+    return read_gray(data, str(path))[0]
 
 
-def prepare_gray(gray: npt.NDArray[np.uint8], image_size: int, light_on_dark: bool = True,
-                 fill: float = 0.9) -> npt.NDArray[np.float32]:
-    """A grey image (H, W) uint8 -> (S*S,) float32 in [0, 1], ready for a model.
+def prepare_chunk(items: list[Item], look: Look, view: SetView = SetView(),
+                  evidence: bool = False
+                  ) -> tuple[npt.NDArray[np.uint8], list[str | None],
+                             list[tuple[tuple[str, ...], npt.NDArray[np.uint8] | None]]]:
+    """``decode_chunk`` through ``prepare_pixels`` with the set's ``view``: -> (n, S*S) uint8
+    rows (zeros where unreadable), per item None or why it is unreadable, and per item (what
+    was done, with ``evidence`` the decoded image when ``judge_set`` weighs it, else None)."""
+    pixels = np.zeros((len(items), look.image_size ** 2), dtype=np.uint8)
+    reasons: list[str | None] = []
+    extra: list[tuple[tuple[str, ...], npt.NDArray[np.uint8] | None]] = []
+    for i, item in enumerate(items):
+        try:
+            gray, _ = gray_and_info(item_bytes(item))
+        except Unreadable as exc:
+            reasons.append(str(exc))
+            extra.append(((), None))
+            continue
+        reasons.append(None)
+        pixels[i], done = prepare_pixels(gray, look, view)
+        weighed = evidence and _is_dataset_image(gray, look) and _has_glyph(gray)
+        extra.append((done, gray if weighed else None))
+    return pixels, reasons, extra
 
-    ``light_on_dark`` is the polarity the model was trained on (True: light glyph on a dark
-    background, as notMNIST). The background is read off the image's border and the image is
-    inverted when it is the other way round. The glyph is then cropped to its bounding box and
-    padded with background to a square in which it spans ``fill`` of the side (the way the
-    training glyphs fill their frames; see ``glyph_fill``), and resized.
-    """
-    background = _border_median(gray)
-    if (background > 127) == light_on_dark:
-        gray = 255 - gray
-        background = 255 - background
-    gray = _crop_to_glyph(gray, background, fill)
-    return to_unit_float(resize_gray(gray, image_size)).reshape(-1)
+
+_INK_STEP = 64
+"""Grey levels a pixel must differ from the background by to count as part of a glyph."""
 
 
 def _crop_to_glyph(gray: npt.NDArray[np.uint8], background: int,
                    fill: float) -> npt.NDArray[np.uint8]:
     """Crop to the pixels that differ clearly from the background, then pad to a square whose
     side is the glyph's longer side / ``fill``. A blank image is only padded to a square."""
-    ink = np.abs(gray.astype(np.int16) - background)
-    rows, cols = np.flatnonzero((ink > 64).any(axis=1)), np.flatnonzero((ink > 64).any(axis=0))
+    ink = np.abs(gray.astype(np.int16) - background) > _INK_STEP
+    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
     if rows.size == 0:
         return _pad_to_square(gray, background)
     glyph = gray[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
@@ -186,18 +377,25 @@ def _crop_to_glyph(gray: npt.NDArray[np.uint8], background: int,
 def glyph_fill(X: npt.NDArray[np.float32], image_size: int, light_on_dark: bool,
                sample: int = 2000) -> float:
     """Median share of the frame that training glyphs span (longer side of their bounding
-    box / image size), so that ``prepare_user_image`` can frame a user's letter alike."""
+    box / image size), so that ``prepare_pixels`` can frame a user's letter alike."""
     imgs = X[:sample].reshape(-1, image_size, image_size)
-    ink = (imgs if light_on_dark else 1.0 - imgs) > 0.25
+    longest = _glyph_spans(np.rint(imgs * 255).astype(np.uint8), light_on_dark)
+    longest = longest[longest > 0]
+    return float(np.median(longest)) / image_size if longest.size else 0.9
+
+
+def _glyph_spans(imgs: npt.NDArray[np.uint8], light_on_dark: bool) -> npt.NDArray[np.int64]:
+    """(N, S, S) uint8 -> (N,) the longer side of each glyph's bounding box in pixels (0 for
+    none), the glyph being what is more than a quarter of the way from background to ink
+    (x / 255 > 0.25 on dark, < 0.75 on light)."""
+    ink = imgs >= 64 if light_on_dark else imgs <= 191
     spans = []
     for axis in (2, 1):  # rows that hold ink, then columns
         hit = ink.any(axis=axis)
         first = hit.argmax(axis=1)
-        last = image_size - 1 - hit[:, ::-1].argmax(axis=1)
+        last = imgs.shape[1] - 1 - hit[:, ::-1].argmax(axis=1)
         spans.append(np.where(hit.any(axis=1), last - first + 1, 0))
-    longest = np.maximum(*spans)
-    longest = longest[longest > 0]
-    return float(np.median(longest)) / image_size if longest.size else 0.9
+    return np.maximum(*spans)
 
 
 # --------------------------------------------------------------------------- conversion
@@ -277,8 +475,7 @@ def _composite(gray_alpha: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
 
 def _border_median(gray: npt.NDArray[np.uint8]) -> int:
     """Median of the outermost ring of pixels: the background, for a centred glyph."""
-    ring = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
-    return int(np.median(ring))
+    return int(np.median(_ring(gray)))
 
 
 def _pad_to_square(gray: npt.NDArray[np.uint8], fill: int) -> npt.NDArray[np.uint8]:
