@@ -62,12 +62,12 @@ class Model:
     def prepare_grays(self, grays: Sequence[NDArray[np.uint8]]
                       ) -> tuple[F32, list[tuple[str, ...]]]:
         """Decoded (H, W) uint8 images -> ``prepare_noting``'s answer. Images handed over
-        together are judged together, as ``eval --data`` judges a data set: when enough of
-        them are data-set images whose polarity or framing, taken together, is not the
-        model's, all of those are inverted or framed (``images.judge_set``)."""
-        from nnletters.data.images import judge_set, prepare_pixels, to_unit_float
+        together are judged together, as ``eval --data`` judges a data set: when there are
+        enough of them, their polarity and framing are decided for all of them at once
+        (``images.judge_set``)."""
+        from nnletters.data.images import evidence, judge_set, prepare_pixels, to_unit_float
 
-        view = judge_set(grays, self.look)
+        view = judge_set((evidence(gray, self.look) for gray in grays), self.look)
         rows = [np.zeros((0, self.image_size ** 2), dtype=np.uint8)]
         notes = []
         for gray in grays:

@@ -16,7 +16,20 @@ from PIL import Image
 from nnletters.cli import main
 from nnletters.config import load_config
 from nnletters.data import load_splits
-from nnletters.data.images import MAX_PIXELS, read_gray
+from nnletters.data.images import (
+    FRAMED,
+    INVERTED,
+    MAX_PIXELS,
+    NO_GLYPH,
+    SET_MIN,
+    Look,
+    SetView,
+    evidence,
+    judge_set,
+    prepare_pixels,
+    read_gray,
+    resize_gray,
+)
 from nnletters.evaluation import confusion_matrix
 from nnletters.prediction import load_model
 from nnletters.report import load_results
@@ -164,6 +177,65 @@ def test_predict_names_its_checkpoint_and_finds_no_glyph_in_a_blank_image(run, t
                                               str(run), "--json"]).stdout)
     assert [a["checkpoint"] for a in answers] == [str(run / "best.npz")] * 2
     assert "warning" not in answers[0] and answers[1]["warning"] == "no glyph found"
+
+
+def glyph(letter: str, light_on_dark: bool = True, size: int = 28) -> np.ndarray:
+    return np.asarray(draw_letter(letter, size=size, light_on_dark=light_on_dark))
+
+
+MARGIN = Look(28, light_on_dark=True, glyph_fill=0.75)   # letters with a margin, like ours
+FILLING = Look(28, light_on_dark=True, glyph_fill=1.0)   # glyphs filling the frame: notMNIST
+
+
+def test_an_image_in_the_training_format_is_left_exactly_as_the_loader_reads_it():
+    for look in (MARGIN, Look(28, light_on_dark=False, glyph_fill=0.75)):
+        img = glyph("A", light_on_dark=look.light_on_dark)
+        pixels, done = prepare_pixels(img, look)
+        assert done == () and np.array_equal(pixels, img.reshape(-1))
+
+
+def test_a_data_set_image_of_the_other_polarity_is_inverted_not_reframed():
+    img = glyph("B", light_on_dark=False)
+    pixels, done = prepare_pixels(img, MARGIN)
+    assert done == (INVERTED,) and np.array_equal(pixels, 255 - img.reshape(-1))
+
+
+def test_a_lone_image_of_a_frame_filling_model_keeps_its_polarity_a_set_is_judged():
+    """notMNIST holds fonts drawn dark in a light box: one such image says nothing, sixteen
+    dark-on-light images of the model's size say the set is the other way round."""
+    boxed = np.full((28, 28), 255, np.uint8)
+    boxed[6:22, 10:18] = 0
+    pixels, done = prepare_pixels(boxed, FILLING)
+    assert done == () and np.array_equal(pixels, boxed.reshape(-1))
+    dark = [glyph(letter, light_on_dark=False) for letter in LETTERS * (SET_MIN // 4)]
+    view = judge_set([evidence(g, FILLING) for g in dark], FILLING)
+    assert view.invert is True
+    assert judge_set([evidence(g, FILLING) for g in dark[:SET_MIN - 1]], FILLING) == SetView()
+    assert INVERTED in prepare_pixels(dark[0], FILLING, view)[1]
+
+
+def test_a_set_framed_unlike_the_training_glyphs_is_framed_a_lone_image_within_range_not():
+    small = [resize_gray(np.pad(glyph(letter), 14), 28) for letter in LETTERS * 4]  # half size
+    view = judge_set([evidence(g, FILLING) for g in small], FILLING)
+    assert view == SetView(invert=False, reframe=True)
+    pixels, done = prepare_pixels(small[0], FILLING, view)
+    assert done == (FRAMED,)
+    lit = np.argwhere(pixels.reshape(28, 28) >= 64)
+    assert (lit.max(axis=0) - lit.min(axis=0) + 1).max() >= 26  # now fills the frame
+    same = [glyph(letter) for letter in LETTERS * 4]
+    assert judge_set([evidence(g, MARGIN) for g in same], MARGIN) == SetView(invert=False)
+
+
+def test_a_photo_is_inverted_cropped_and_framed_and_a_blank_image_has_no_glyph():
+    page = np.full((300, 200), 230, np.uint8)   # grey paper, a dark letter off centre
+    page[40:140, 30:90] = 20
+    pixels, done = prepare_pixels(page, MARGIN)
+    assert done == (INVERTED, FRAMED)
+    img = pixels.reshape(28, 28)
+    assert img[0].max() < 40 and img[14, 14] > 200  # background dark, glyph light, centred
+    blank = np.full((50, 50), 128, np.uint8)
+    assert prepare_pixels(blank, MARGIN)[1] == (NO_GLYPH,)
+    assert evidence(blank, MARGIN) is None
 
 
 def test_photos_above_16_7_megapixels_are_read_and_big_jpegs_decoded_reduced():

@@ -170,17 +170,11 @@ class Look:
                    float(meta.get("glyph_fill", 0.9)))
 
 
-PREPARATION_VERSION = 1
+PREPARATION_VERSION = 2
 """Part of the cache key of prepared data sets: raise it when ``prepare_pixels`` changes."""
 
 INVERTED, FRAMED, NO_GLYPH = "inverted", "framed", "no glyph found"
 """What ``prepare_pixels`` may report having done (or found)."""
-
-DATASET_FACTOR = 2
-"""Square images up to this many times the model's side are taken for a data set's images
-(notMNIST's are 28x28, also for a model trained on them at 17x17): left as they are when
-they already look like the model's training images. Larger or oblong images are a user's
-photo or drawing."""
 
 FRAMING_RANGE = (0.6, 1.35)
 """A data-set glyph whose span / the training glyphs' median span lies in this range is
@@ -188,25 +182,35 @@ framed like them (every image of notMNIST and of both synthetic styles does: the
 run from 0.68 to 1.2; the tests' hand-drawn letters reach 1.3); outside it, it is cropped
 and framed anew (a notMNIST glyph shown to a model trained on letters with a margin)."""
 
-SET_FRAMING = (0.9, 1.1)
+SET_FRAMING = (0.85, 1.15)
 """A set of data-set images whose median span ratio lies outside this range is framed
 unlike the training glyphs (whose own median ratio is 1 by definition), and all of its
 images are cropped and framed: ink-style letters (ratio 0.8) shown to a model trained on
 notMNIST-style ones score 56% as they are and 96% framed."""
 
 SET_MIN = 16
-"""Data-set images handed over together from which their common polarity and framing are
-judged; fewer are judged one by one."""
+"""Images handed over together from which their common polarity (and, from as many of the
+model's size, their framing) is judged; fewer are judged one by one."""
 
 
 @dataclass(frozen=True)
 class SetView:
     """What the images handed over together say about all of them (``judge_set``):
-    ``invert`` True when their edges show the other polarity than the model's (None: judge
-    each image), ``reframe`` True when their glyphs are framed unlike the training glyphs."""
+    ``invert`` whether they are of the other polarity than the model's (None: judge each
+    image alone), ``reframe`` True when their glyphs are framed unlike the training ones."""
 
     invert: bool | None = None
     reframe: bool = False
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What one image tells ``judge_set``: the mean brightness (0-255) of its outermost
+    pixels and, for an image of the model's size, its ``framing_ratio`` as it is and
+    inverted."""
+
+    edge: float
+    ratios: tuple[float, float] | None
 
 
 def prepare_pixels(gray: npt.NDArray[np.uint8], look: Look, view: SetView = SetView()
@@ -216,42 +220,58 @@ def prepare_pixels(gray: npt.NDArray[np.uint8], look: Look, view: SetView = SetV
 
     The one preparation ``predict``, ``eval --data`` and ``report --data`` share:
 
-    - an image in the training format passes through exactly as the data loader reads it
-      (``resize_gray``): a square data-set image whose polarity is the model's and whose glyph
-      spans about as much of the frame as the training glyphs do;
-    - a data-set image of the other polarity is inverted, one framed differently is cropped
-      to its glyph and framed like the training glyphs; judged from the set it came with
-      (``view``, see ``judge_set``) or, alone, from the image itself;
-    - a user's photo or drawing gets its polarity from its border, then crop and framing.
+    - an image in the training format passes through exactly as the data loader reads it:
+      an image of the model's size and polarity whose glyph spans about as much of the frame
+      as the training glyphs do (``FRAMING_RANGE``);
+    - one of the model's size but the other polarity is inverted, one framed differently is
+      cropped to its glyph and framed like the training glyphs;
+    - any other image (a user's photo or drawing) is inverted when its edge shows the other
+      polarity, then cropped and framed.
+
+    The polarity and the framing are those of the set the image came with when it came with
+    enough others (``view``, from ``judge_set``), else the image's own.
     """
     background = _border_median(gray)
-    if not (np.abs(gray.astype(np.int16) - background) > _INK_STEP).any():
+    if not _has_glyph(gray, background):
         return resize_gray(gray, look.image_size).reshape(-1), (NO_GLYPH,)
+    invert = view.invert
     if _is_dataset_image(gray, look):
-        small, gray, notes = _in_model_polarity(gray, look, view.invert)
-        ratio = framing_ratio(small, look)
+        if invert is None:
+            invert = _other_polarity(gray, look)
+        gray, notes = (255 - gray, (INVERTED,)) if invert else (gray, ())
+        ratio = framing_ratio(gray, look)
         if not view.reframe and FRAMING_RANGE[0] <= ratio <= FRAMING_RANGE[1]:
-            return small.reshape(-1), notes
-        return _framed(gray, _border_median(gray), look), (*notes, FRAMED)
-    notes = ()
-    if (background > 127) == look.light_on_dark:
-        gray, background, notes = 255 - gray, 255 - background, (INVERTED,)
-    return _framed(gray, background, look), (*notes, FRAMED)
+            return gray.reshape(-1), notes
+        return _framed(gray, _model_background(gray, look), look), (*notes, FRAMED)
+    if invert is None:
+        invert = (background > 127) == look.light_on_dark
+    gray, notes = (255 - gray, (INVERTED,)) if invert else (gray, ())
+    return _framed(gray, _model_background(gray, look), look), (*notes, FRAMED)
 
 
-def judge_set(grays: Iterable[npt.NDArray[np.uint8] | None], look: Look) -> SetView:
-    """The ``SetView`` of images handed over together (decoded, (H, W) uint8 each), from
-    their data-set images with a glyph when there are at least SET_MIN of them: the mean
-    brightness of their edges (the rule ``data_polarity`` applies to training images), then
-    the median of their ``framing_ratio`` once in the polarity so decided."""
-    evidence = [g for g in grays if g is not None and _is_dataset_image(g, look)
-                and _has_glyph(g)]
-    if len(evidence) < SET_MIN:
+def evidence(gray: npt.NDArray[np.uint8], look: Look) -> Evidence | None:
+    """What ``gray`` (H, W) uint8 tells about the set it came with; None for a blank image."""
+    if not _has_glyph(gray, _border_median(gray)):
+        return None
+    ratios = None
+    if _is_dataset_image(gray, look):
+        ratios = (framing_ratio(gray, look), framing_ratio(255 - gray, look))
+    return Evidence(float(_ring(gray).mean()), ratios)
+
+
+def judge_set(found: Iterable[Evidence | None], look: Look) -> SetView:
+    """The ``SetView`` of images handed over together, from their ``evidence`` when at least
+    SET_MIN hold a glyph: their polarity from the mean brightness of their edges (the rule
+    ``data_polarity`` applies to training images), then, from as many of the model's size,
+    whether the median of their ``framing_ratio`` in that polarity is the training glyphs'."""
+    found = [e for e in found if e is not None]
+    if len(found) < SET_MIN:
         return SetView()
-    smalls = [resize_gray(g, look.image_size) for g in evidence]
-    light_on_dark = float(np.mean([_ring(s).mean() for s in smalls])) < 127.5
-    invert = True if light_on_dark != look.light_on_dark else None
-    ratios = [framing_ratio(_in_model_polarity(s, look, invert)[0], look) for s in smalls]
+    light_on_dark = float(np.mean([e.edge for e in found])) < 127.5
+    invert = light_on_dark != look.light_on_dark
+    ratios = [e.ratios[invert] for e in found if e.ratios is not None]
+    if len(ratios) < SET_MIN:
+        return SetView(invert)
     median = float(np.median(ratios))
     return SetView(invert, not SET_FRAMING[0] <= median <= SET_FRAMING[1])
 
@@ -263,34 +283,37 @@ def framing_ratio(small: npt.NDArray[np.uint8], look: Look) -> float:
 
 
 def _is_dataset_image(gray: npt.NDArray[np.uint8], look: Look) -> bool:
-    return gray.shape[0] == gray.shape[1] <= DATASET_FACTOR * look.image_size
+    """An image of the model's own size: a data set's (notMNIST's are all 28x28)."""
+    return gray.shape == (look.image_size, look.image_size)
 
 
-def _has_glyph(gray: npt.NDArray[np.uint8]) -> bool:
-    return bool((np.abs(gray.astype(np.int16) - _border_median(gray)) > _INK_STEP).any())
+def _has_glyph(gray: npt.NDArray[np.uint8], background: int) -> bool:
+    """Whether any pixel differs clearly from the background."""
+    return bool((np.abs(gray.astype(np.int16) - background) > _INK_STEP).any())
 
 
-def _in_model_polarity(gray: npt.NDArray[np.uint8], look: Look, invert: bool | None
-                       ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8], tuple[str, ...]]:
-    """A square data-set image -> (it resized to S x S, the image, notes), both inverted
-    when ``invert`` says so (None: when its own edge does, see ``_other_polarity``)."""
-    small = resize_gray(gray, look.image_size)
-    if _other_polarity(small, look) if invert is None else invert:
-        return 255 - small, 255 - gray, (INVERTED,)
-    return small, gray, ()
+def _model_background(gray: npt.NDArray[np.uint8], look: Look) -> int:
+    """The background of an image in the model's polarity: its edge's median when that is
+    on the background's side of mid-grey, else black or white (a glyph that fills the frame
+    makes the edge mostly glyph)."""
+    edge = _border_median(gray)
+    if (edge <= 127) == look.light_on_dark:
+        return edge
+    return 0 if look.light_on_dark else 255
 
 
-def _other_polarity(small: npt.NDArray[np.uint8], look: Look) -> bool:
-    """True when the edge of one data-set image says its polarity is not the model's.
+def _other_polarity(gray: npt.NDArray[np.uint8], look: Look) -> bool:
+    """True when the edge of one image of the model's size says its polarity is not the
+    model's.
 
     Training glyphs that leave a margin (glyph_fill < 0.95) leave an edge of background, so
     an edge mostly on the other side of mid-grey says so. Glyphs that fill the frame make
-    one image's edge no witness: a fifth of notMNIST's images have mostly light edges and
-    some fonts are drawn dark in a light box. Only a set of images tells (``judge_set``).
-    """
+    the edge no witness: a fifth of notMNIST's images have mostly light edges, and some of
+    its fonts are drawn dark in a light box. Such an image alone is taken as it is; a set
+    of them says more (``judge_set``)."""
     if look.glyph_fill >= 0.95:
         return False
-    ring = _ring(small)
+    ring = _ring(gray)
     return float(((ring >= 128) if look.light_on_dark else (ring < 128)).mean()) > 0.5
 
 
@@ -311,13 +334,6 @@ def prepare_gray(gray: npt.NDArray[np.uint8], look: Look) -> npt.NDArray[np.floa
     return to_unit_float(prepare_pixels(gray, look)[0])
 
 
-def prepare_user_image(path: str | Path, image_size: int, light_on_dark: bool = True,
-                       fill: float = 0.9) -> npt.NDArray[np.float32]:
-    """An image file -> (S*S,) float32 in [0, 1], ready for a model whose training images
-    had side ``image_size``, polarity ``light_on_dark`` and glyph share ``fill``."""
-    return prepare_gray(read_file_gray(path), Look(image_size, light_on_dark, fill))
-
-
 def read_file_gray(path: str | Path) -> npt.NDArray[np.uint8]:
     """An image file -> (H, W) uint8 gray; DataError names the file."""
     path = Path(path)
@@ -330,16 +346,15 @@ def read_file_gray(path: str | Path) -> npt.NDArray[np.uint8]:
     return read_gray(data, str(path))[0]
 
 
-def prepare_chunk(items: list[Item], look: Look, view: SetView = SetView(),
-                  evidence: bool = False
+def prepare_chunk(items: list[Item], look: Look, view: SetView = SetView()
                   ) -> tuple[npt.NDArray[np.uint8], list[str | None],
-                             list[tuple[tuple[str, ...], npt.NDArray[np.uint8] | None]]]:
+                             list[tuple[tuple[str, ...], Evidence | None]]]:
     """``decode_chunk`` through ``prepare_pixels`` with the set's ``view``: -> (n, S*S) uint8
     rows (zeros where unreadable), per item None or why it is unreadable, and per item (what
-    was done, with ``evidence`` the decoded image when ``judge_set`` weighs it, else None)."""
+    was done, its ``evidence``)."""
     pixels = np.zeros((len(items), look.image_size ** 2), dtype=np.uint8)
     reasons: list[str | None] = []
-    extra: list[tuple[tuple[str, ...], npt.NDArray[np.uint8] | None]] = []
+    extra: list[tuple[tuple[str, ...], Evidence | None]] = []
     for i, item in enumerate(items):
         try:
             gray, _ = gray_and_info(item_bytes(item))
@@ -349,8 +364,7 @@ def prepare_chunk(items: list[Item], look: Look, view: SetView = SetView(),
             continue
         reasons.append(None)
         pixels[i], done = prepare_pixels(gray, look, view)
-        weighed = evidence and _is_dataset_image(gray, look) and _has_glyph(gray)
-        extra.append((done, gray if weighed else None))
+        extra.append((done, evidence(gray, look)))
     return pixels, reasons, extra
 
 

@@ -67,9 +67,9 @@ def load_prepared(path: str | Path, look: Look, *, workers: int = 0, cache: bool
         if hit is not None:
             return hit[0], dict(hit[1].get("prepared", {}))
     dataset, extra = _decode(source, look.image_size, workers, progress,
-                             partial(prepare_chunk, look=look, evidence=True))
-    view = judge_set((gray for _, gray in extra), look)
-    if view != SetView():  # the set as a whole is of the other polarity or framing: again
+                             partial(prepare_chunk, look=look))
+    view = judge_set((found for _, found in extra), look)
+    if view != SetView():  # judged as a set, not image by image: prepare them so
         dataset, extra = _decode(source, look.image_size, workers, progress,
                                  partial(prepare_chunk, look=look, view=view))
     counts: dict[str, int] = {}
