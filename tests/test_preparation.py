@@ -217,13 +217,25 @@ def test_a_lone_image_of_a_frame_filling_model_keeps_its_polarity_a_set_is_judge
 def test_a_set_framed_unlike_the_training_glyphs_is_framed_a_lone_image_within_range_not():
     small = [resize_gray(np.pad(glyph(letter), 14), 28) for letter in LETTERS * 4]  # half size
     view = judge_set([evidence(g, FILLING) for g in small], FILLING)
-    assert view == SetView(invert=False, reframe=True)
+    assert view == SetView(invert=False, reframe=True, side=28)
     pixels, done = prepare_pixels(small[0], FILLING, view)
     assert done == (FRAMED,)
     lit = np.argwhere(pixels.reshape(28, 28) >= 64)
     assert (lit.max(axis=0) - lit.min(axis=0) + 1).max() >= 26  # now fills the frame
     same = [glyph(letter) for letter in LETTERS * 4]
-    assert judge_set([evidence(g, MARGIN) for g in same], MARGIN) == SetView(invert=False)
+    assert judge_set([evidence(g, MARGIN) for g in same], MARGIN) == SetView(False, False, 28)
+
+
+def test_a_data_set_larger_than_the_model_is_read_as_training_read_it():
+    """A model trained at 12x12 on 28x28 files: the same files, handed over together, are
+    resized exactly as the data loader resized them; one alone is a picture, framed."""
+    look = Look(12, light_on_dark=True, glyph_fill=0.8)
+    files = [glyph(letter) for letter in LETTERS * 4]
+    view = judge_set([evidence(g, look) for g in files], look)
+    assert view == SetView(invert=False, reframe=False, side=28)
+    pixels, done = prepare_pixels(files[0], look, view)
+    assert done == () and np.array_equal(pixels, resize_gray(files[0], 12).reshape(-1))
+    assert prepare_pixels(files[0], look)[1] == (FRAMED,)
 
 
 def test_a_photo_is_inverted_cropped_and_framed_and_a_blank_image_has_no_glyph():

@@ -28,7 +28,7 @@ import os
 import re
 import sys
 import warnings
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -170,7 +170,7 @@ class Look:
                    float(meta.get("glyph_fill", 0.9)))
 
 
-PREPARATION_VERSION = 2
+PREPARATION_VERSION = 3
 """Part of the cache key of prepared data sets: raise it when ``prepare_pixels`` changes."""
 
 INVERTED, FRAMED, NO_GLYPH = "inverted", "framed", "no glyph found"
@@ -197,20 +197,29 @@ model's size, their framing) is judged; fewer are judged one by one."""
 class SetView:
     """What the images handed over together say about all of them (``judge_set``):
     ``invert`` whether they are of the other polarity than the model's (None: judge each
-    image alone), ``reframe`` True when their glyphs are framed unlike the training ones."""
+    image alone), ``reframe`` True when their glyphs are framed unlike the training ones,
+    ``side`` the side of the square images most of them share (a data set's images, like
+    the model's own size; None when they share none)."""
 
     invert: bool | None = None
     reframe: bool = False
+    side: int | None = None
 
 
 @dataclass(frozen=True)
 class Evidence:
     """What one image tells ``judge_set``: the mean brightness (0-255) of its outermost
-    pixels and, for an image of the model's size, its ``framing_ratio`` as it is and
-    inverted."""
+    pixels and, for a small square image (a data set's, maybe), its side and its
+    ``framing_ratio`` at the model's size as it is and inverted."""
 
     edge: float
-    ratios: tuple[float, float] | None
+    side: int | None = None
+    ratios: tuple[float, float] = (0.0, 0.0)
+
+
+EVIDENCE_SIDE = 4
+"""Square images up to this many times the model's side may be a data set's (notMNIST's
+28x28 files read by a model trained on them at 12x12): their framing is weighed."""
 
 
 def prepare_pixels(gray: npt.NDArray[np.uint8], look: Look, view: SetView = SetView()
@@ -220,10 +229,11 @@ def prepare_pixels(gray: npt.NDArray[np.uint8], look: Look, view: SetView = SetV
 
     The one preparation ``predict``, ``eval --data`` and ``report --data`` share:
 
-    - an image in the training format passes through exactly as the data loader reads it:
-      an image of the model's size and polarity whose glyph spans about as much of the frame
-      as the training glyphs do (``FRAMING_RANGE``);
-    - one of the model's size but the other polarity is inverted, one framed differently is
+    - an image in the training format passes through exactly as the data loader reads it
+      (``resize_gray``): a data set's image (of the model's size, or of the size the set it
+      came with shares) in the model's polarity, whose glyph spans about as much of the
+      frame as the training glyphs do (``FRAMING_RANGE``);
+    - a data set's image of the other polarity is inverted, one framed differently is
       cropped to its glyph and framed like the training glyphs;
     - any other image (a user's photo or drawing) is inverted when its edge shows the other
       polarity, then cropped and framed.
@@ -235,13 +245,16 @@ def prepare_pixels(gray: npt.NDArray[np.uint8], look: Look, view: SetView = SetV
     if not _has_glyph(gray, background):
         return resize_gray(gray, look.image_size).reshape(-1), (NO_GLYPH,)
     invert = view.invert
-    if _is_dataset_image(gray, look):
+    if gray.shape in ((look.image_size,) * 2, (view.side,) * 2):
+        small = resize_gray(gray, look.image_size)
         if invert is None:
-            invert = _other_polarity(gray, look)
-        gray, notes = (255 - gray, (INVERTED,)) if invert else (gray, ())
-        ratio = framing_ratio(gray, look)
+            invert = _other_polarity(small, look)
+        if invert:
+            small, gray = 255 - small, 255 - gray
+        notes = (INVERTED,) if invert else ()
+        ratio = framing_ratio(small, look)
         if not view.reframe and FRAMING_RANGE[0] <= ratio <= FRAMING_RANGE[1]:
-            return gray.reshape(-1), notes
+            return small.reshape(-1), notes
         return _framed(gray, _model_background(gray, look), look), (*notes, FRAMED)
     if invert is None:
         invert = (background > 127) == look.light_on_dark
@@ -253,27 +266,32 @@ def evidence(gray: npt.NDArray[np.uint8], look: Look) -> Evidence | None:
     """What ``gray`` (H, W) uint8 tells about the set it came with; None for a blank image."""
     if not _has_glyph(gray, _border_median(gray)):
         return None
-    ratios = None
-    if _is_dataset_image(gray, look):
-        ratios = (framing_ratio(gray, look), framing_ratio(255 - gray, look))
-    return Evidence(float(_ring(gray).mean()), ratios)
+    edge = float(_ring(gray).mean())
+    side = gray.shape[0]
+    if gray.shape != (side, side) or side > EVIDENCE_SIDE * look.image_size:
+        return Evidence(edge)
+    small = resize_gray(gray, look.image_size)
+    return Evidence(edge, side, (framing_ratio(small, look), framing_ratio(255 - small, look)))
 
 
 def judge_set(found: Iterable[Evidence | None], look: Look) -> SetView:
     """The ``SetView`` of images handed over together, from their ``evidence`` when at least
     SET_MIN hold a glyph: their polarity from the mean brightness of their edges (the rule
-    ``data_polarity`` applies to training images), then, from as many of the model's size,
-    whether the median of their ``framing_ratio`` in that polarity is the training glyphs'."""
+    ``data_polarity`` applies to training images); then, when SET_MIN or more are squares
+    of one side (or of the model's), that side, and whether the median of their
+    ``framing_ratio`` in that polarity is the training glyphs'."""
     found = [e for e in found if e is not None]
     if len(found) < SET_MIN:
         return SetView()
     light_on_dark = float(np.mean([e.edge for e in found])) < 127.5
     invert = light_on_dark != look.light_on_dark
-    ratios = [e.ratios[invert] for e in found if e.ratios is not None]
-    if len(ratios) < SET_MIN:
+    sides = Counter(e.side for e in found if e.side is not None)
+    side, count = max(sides.items(), key=lambda kv: kv[1], default=(None, 0))
+    ratios = [e.ratios[invert] for e in found if e.side in (side, look.image_size)]
+    if count < SET_MIN:
         return SetView(invert)
     median = float(np.median(ratios))
-    return SetView(invert, not SET_FRAMING[0] <= median <= SET_FRAMING[1])
+    return SetView(invert, not SET_FRAMING[0] <= median <= SET_FRAMING[1], side)
 
 
 def framing_ratio(small: npt.NDArray[np.uint8], look: Look) -> float:
@@ -285,11 +303,6 @@ def framing_ratio(small: npt.NDArray[np.uint8], look: Look) -> float:
         return 0.0
     span = max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1
     return float(span) / small.shape[0] / max(look.glyph_fill, 1e-6)
-
-
-def _is_dataset_image(gray: npt.NDArray[np.uint8], look: Look) -> bool:
-    """An image of the model's own size: a data set's (notMNIST's are all 28x28)."""
-    return gray.shape == (look.image_size, look.image_size)
 
 
 def _has_glyph(gray: npt.NDArray[np.uint8], background: int) -> bool:
