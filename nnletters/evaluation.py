@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from nnletters.data.images import FRAMED, INVERTED, Look
+from nnletters.data.preparation import FRAMED, INVERTED, Look
 from nnletters.errors import DataError
 
 

@@ -30,7 +30,7 @@ class Model:
     frame they span) decide how a user's image is prepared."""
 
     def __init__(self, network, meta: dict[str, Any], path: Path) -> None:
-        from nnletters.data.images import Look
+        from nnletters.data.preparation import Look
 
         self.network, self.meta, self.path = network, meta, Path(path)
         self.classes: list[str] = list(meta["classes"])
@@ -51,7 +51,7 @@ class Model:
         """Image files, Pillow images or 2-D arrays -> (N, S*S) float32 in [0, 1]: exactly
         the vectors ``predict`` feeds the network (so any other runtime can be fed them).
 
-        ``nnletters.data.images.prepare_pixels`` decides: an image in the training format
+        ``nnletters.data.preparation.prepare_pixels`` decides: an image in the training format
         passes untouched, a photo or drawing is inverted, cropped and framed as needed."""
         return self.prepare_noting(images)[0]
 
@@ -64,8 +64,9 @@ class Model:
         """Decoded (H, W) uint8 images -> ``prepare_noting``'s answer. Images handed over
         together are judged together, as ``eval --data`` judges a data set: when there are
         enough of them, their polarity and framing are decided for all of them at once
-        (``images.judge_set``)."""
-        from nnletters.data.images import evidence, judge_set, prepare_pixels, to_unit_float
+        (``preparation.judge_set``)."""
+        from nnletters.data.images import to_unit_float
+        from nnletters.data.preparation import evidence, judge_set, prepare_pixels
 
         view = judge_set((evidence(gray, self.look) for gray in grays), self.look)
         rows = [np.zeros((0, self.image_size ** 2), dtype=np.uint8)]
@@ -104,7 +105,7 @@ class Model:
     def ranked(self, probs: F32, images: Sequence[Any], top_k: int = 3,
                notes: Sequence[tuple[str, ...]] | None = None) -> list[dict[str, Any]]:
         """``predict``'s result dicts from (N, classes) probabilities of ``images``."""
-        from nnletters.data.images import NO_GLYPH
+        from nnletters.data.preparation import NO_GLYPH
 
         k = max(1, min(top_k, len(self.classes)))
         results = []

@@ -86,7 +86,7 @@ def load_results(target: str | Path | None = None, data_path: str | Path | None 
     """Rebuild the model from the run's best.npz and evaluate it on the run's own test split
     (re-created from its config.yaml and seed) or, with ``data_path``, on all of that data."""
     from nnletters.checkpoint import load_checkpoint, model_from_checkpoint
-    from nnletters.data.images import Look
+    from nnletters.data.preparation import Look
     from nnletters.evaluation import align_classes, evaluate, evaluation_data
     from nnletters.metrics import read_history
 

@@ -29,15 +29,8 @@ from nnletters.data import (
     stratified_split,
 )
 from nnletters.data import cache as cache_mod
-from nnletters.data.images import (
-    Look,
-    decode_chunk,
-    decode_image,
-    map_chunks,
-    prepare_gray,
-    read_file_gray,
-    read_gray,
-)
+from nnletters.data.images import decode_chunk, decode_image, map_chunks, read_file_gray, read_gray
+from nnletters.data.preparation import Look, prepare_gray
 from nnletters.data.split import split_counts
 from nnletters.errors import DataError
 

@@ -16,10 +16,10 @@ from PIL import Image
 from nnletters.cli import main
 from nnletters.config import load_config
 from nnletters.data import load_splits
-from nnletters.data.images import (
+from nnletters.data.images import MAX_PIXELS, read_gray, resize_gray
+from nnletters.data.preparation import (
     FRAMED,
     INVERTED,
-    MAX_PIXELS,
     NO_GLYPH,
     SET_MIN,
     Look,
@@ -27,8 +27,6 @@ from nnletters.data.images import (
     evidence,
     judge_set,
     prepare_pixels,
-    read_gray,
-    resize_gray,
 )
 from nnletters.evaluation import confusion_matrix
 from nnletters.prediction import load_model

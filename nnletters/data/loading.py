@@ -12,15 +12,13 @@ from nnletters.config import DataConfig
 from nnletters.data import cache as cache_store
 from nnletters.data.dataset import Dataset, Splits
 from nnletters.data.fingerprint import dataset_digest
-from nnletters.data.images import (
+from nnletters.data.images import decode_chunk, map_chunks, to_unit_float
+from nnletters.data.preparation import (
     PREPARATION_VERSION,
     Look,
     SetView,
-    decode_chunk,
     judge_set,
-    map_chunks,
     prepare_chunk,
-    to_unit_float,
 )
 from nnletters.data.sources import Source, arrange, class_names, open_source, progress_bar
 from nnletters.data.split import dedup_against, stratified_split
@@ -51,7 +49,7 @@ def load_dataset(path: str | Path, image_size: int, *, workers: int = 0, cache: 
 def load_prepared(path: str | Path, look: Look, *, workers: int = 0, cache: bool = True,
                   progress: bool = False) -> tuple[Dataset, dict[str, int]]:
     """Every image of a folder, archive or list file (a list file: exactly its lines), each
-    prepared for a model whose training images look like ``look`` (``images.prepare_pixels``:
+    prepared for a model whose training images look like ``look`` (``prepare_pixels``:
     untouched when already in that format, else inverted, cropped and framed), the set's
     polarity judged over all of them as ``predict`` judges the files it is given together:
     what ``eval --data`` and ``report --data`` judge a model on.
