@@ -16,7 +16,7 @@ from nnletters.data.images import decode_chunk, map_chunks, to_unit_float
 from nnletters.data.preparation import (
     PREPARATION_VERSION,
     Look,
-    SetView,
+    as_judged,
     judge_set,
     prepare_chunk,
 )
@@ -67,7 +67,8 @@ def load_prepared(path: str | Path, look: Look, *, workers: int = 0, cache: bool
     dataset, extra = _decode(source, look.image_size, workers, progress,
                              partial(prepare_chunk, look=look))
     view = judge_set((found for _, found in extra), look)
-    if view != SetView():  # judged as a set, not image by image: prepare them so
+    # Judged as a set, some image would come out otherwise than alone: prepare them all so.
+    if not all(as_judged(done, found, view, look) for done, found in extra):
         dataset, extra = _decode(source, look.image_size, workers, progress,
                                  partial(prepare_chunk, look=look, view=view))
     counts: dict[str, int] = {}

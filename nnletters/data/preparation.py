@@ -43,14 +43,14 @@ class Look:
                    float(meta.get("glyph_fill", 0.9)))
 
 
-PREPARATION_VERSION = 3
+PREPARATION_VERSION = 4
 """Part of the cache key of prepared data sets: raise it when ``prepare_pixels`` changes."""
 
 INVERTED, FRAMED, NO_GLYPH = "inverted", "framed", "no glyph found"
 """What ``prepare_pixels`` may report having done (or found)."""
 
 FRAMING_RANGE = (0.6, 1.35)
-"""A data-set glyph whose span / the training glyphs' median span lies in this range is
+"""A lone data-set glyph whose span / the training glyphs' median span lies in this range is
 framed like them (every image of notMNIST and of both synthetic styles does: their ratios
 run from 0.68 to 1.2; the tests' hand-drawn letters reach 1.3); outside it, it is cropped
 and framed anew (a notMNIST glyph shown to a model trained on letters with a margin)."""
@@ -69,13 +69,13 @@ model's size, their framing) is judged; fewer are judged one by one."""
 @dataclass(frozen=True)
 class SetView:
     """What the images handed over together say about all of them (``judge_set``):
-    ``invert`` whether they are of the other polarity than the model's (None: judge each
-    image alone), ``reframe`` True when their glyphs are framed unlike the training ones,
+    ``invert`` whether they are of the other polarity than the model's, ``reframe`` whether
+    their glyphs are framed unlike the training ones (None for either: judge each image),
     ``side`` the side of the square images most of them share (a data set's images, like
     the model's own size; None when they share none)."""
 
     invert: bool | None = None
-    reframe: bool = False
+    reframe: bool | None = None
     side: int | None = None
 
 
@@ -128,8 +128,10 @@ def prepare_pixels(gray: npt.NDArray[np.uint8], look: Look, view: SetView = SetV
         if invert:
             small, gray = 255 - small, 255 - gray
         notes = (INVERTED,) if invert else ()
-        ratio = framing_ratio(small, look)
-        if not view.reframe and FRAMING_RANGE[0] <= ratio <= FRAMING_RANGE[1]:
+        reframe = view.reframe
+        if reframe is None:
+            reframe = not FRAMING_RANGE[0] <= framing_ratio(small, look) <= FRAMING_RANGE[1]
+        if not reframe:
             return small.reshape(-1), notes
         return _framed(gray, _model_background(gray, look), look), (*notes, FRAMED)
     if invert is None:
@@ -168,6 +170,21 @@ def judge_set(found: Iterable[Evidence | None], look: Look) -> SetView:
         return SetView(invert)
     median = float(np.median(ratios))
     return SetView(invert, not SET_FRAMING[0] <= median <= SET_FRAMING[1], side)
+
+
+def as_judged(done: tuple[str, ...], found: Evidence | None, view: SetView,
+              look: Look) -> bool:
+    """Whether an image prepared alone (``done``: its notes) came out as ``view`` would have
+    prepared it, so that a data set need not be decoded a second time."""
+    if found is None:  # blank (or unreadable): the same either way
+        return True
+    if view.invert is not None and (INVERTED in done) != view.invert:
+        return False
+    if found.side == view.side != look.image_size:  # read alone as a picture
+        return False
+    if found.side == look.image_size and view.reframe is not None:
+        return (FRAMED in done) == view.reframe
+    return True
 
 
 def framing_ratio(small: npt.NDArray[np.uint8], look: Look) -> float:
