@@ -229,7 +229,8 @@ def predict(images: tuple[str, ...], target: str | None, top_k: int | None, as_j
         results, errors = predict_images(list(images), target, top_k or 3)
     if as_json:
         click.echo(json.dumps(results))
-    else:
+    elif results:
+        click.echo(f"checkpoint {results[0]['checkpoint']}")
         for r in results:
             click.echo(_prediction_line(r))
     for _path, message in errors:
@@ -239,10 +240,14 @@ def predict(images: tuple[str, ...], target: str | None, top_k: int | None, as_j
 
 
 def _prediction_line(r: dict[str, Any]) -> str:
+    """``path: A (97.1%)   then H 1.2%  R 0.4%``, or the warning and the forced guess (and
+    with --explain, the picture's path)."""
+    guess = f"{r['label']} ({100 * r['probability']:.1f}%)"
+    shown = f"   map {r['explanation']}" if "explanation" in r else ""
+    if "warning" in r:
+        return f"{r['path']}: {r['warning']} (the model's forced guess: {guess}){shown}"
     others = "  ".join(f"{label} {100 * p:.1f}%" for label, p in r["top_k"][1:])
-    return (f"{r['path']}: {r['label']} ({100 * r['probability']:.1f}%)"
-            + (f"   then {others}" if others else "")
-            + (f"   map {r['explanation']}" if "explanation" in r else ""))
+    return f"{r['path']}: {guess}" + (f"   then {others}" if others else "") + shown
 
 
 # --------------------------------------------------------------------------- report

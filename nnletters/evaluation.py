@@ -8,12 +8,14 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from nnletters.data.preparation import FRAMED, INVERTED, Look
 from nnletters.errors import DataError
 
 
@@ -32,9 +34,13 @@ def per_class_scores(confusion: NDArray[np.int64], classes: list[str]) -> dict[s
         recall = np.where(actual > 0, tp / actual, 0.0)
         f1 = np.where(precision + recall > 0,
                       2 * precision * recall / (precision + recall), 0.0)
-    return {name: {"precision": float(precision[i]), "recall": float(recall[i]),
-                   "f1": float(f1[i]), "support": int(actual[i])}
-            for i, name in enumerate(classes)}
+    scores = {name: {"precision": float(precision[i]), "recall": float(recall[i]),
+                     "f1": float(f1[i]), "support": int(actual[i])}
+              for i, name in enumerate(classes)}
+    for i, name in enumerate(classes):
+        if actual[i] == 0:  # a class the data does not hold: its recall means nothing
+            scores[name]["absent"] = True
+    return scores
 
 
 def evaluate_loss_accuracy(model, X: NDArray[np.float32], y: NDArray[np.int64],
@@ -71,20 +77,27 @@ def predict_classes(model, X: NDArray[np.float32], batch_size: int = 1024) -> ND
 
 
 def format_evaluation(result: dict[str, Any]) -> str:
-    """Human-readable text of ``evaluate``'s result."""
+    """Human-readable text of ``evaluate``'s result. Classes the data does not hold (an
+    evaluation on a subset of the model's classes) get no row, only a line naming them."""
     classes = result["classes"]
+    present = [c for c in classes if not result["per_class"][c].get("absent")]
     lines = [f"accuracy {100 * result['accuracy']:.2f}%   loss {result['loss']:.4f}   "
              f"n {result['n']}", "",
              f"{'class':>8} {'precision':>9} {'recall':>7} {'f1':>7} {'support':>8}"]
-    for name in classes:
+    for name in present:
         s = result["per_class"][name]
         lines.append(f"{name:>8} {s['precision']:>9.4f} {s['recall']:>7.4f} {s['f1']:>7.4f} "
                      f"{s['support']:>8}")
+    if len(present) < len(classes):
+        absent = [c for c in classes if c not in present]
+        called = sum(row[classes.index(c)] for row in result["confusion"] for c in absent)
+        lines.append(f"not in the data: {' '.join(absent)} (predicted {called} times)")
     width = max(5, *(len(str(v)) for row in result["confusion"] for v in row), *map(len, classes))
     lines += ["", "confusion matrix (rows: true class, columns: predicted)",
               " " * (width + 1) + " ".join(f"{c:>{width}}" for c in classes)]
     for name, row in zip(classes, result["confusion"], strict=True):
-        lines.append(f"{name:>{width}} " + " ".join(f"{v:>{width}}" for v in row))
+        if name in present:
+            lines.append(f"{name:>{width}} " + " ".join(f"{v:>{width}}" for v in row))
     return "\n".join(lines)
 
 
@@ -100,16 +113,20 @@ def align_classes(data_classes: list[str], model_classes: list[str], y: NDArray[
 
 
 def evaluation_data(ckpt_path: Path, image_size: int, data_path: str | Path | None = None,
-                    progress: bool = False) -> tuple[Any, str]:
+                    progress: bool = False, look: Look | None = None) -> tuple[Any, str]:
     """(Dataset, description) that ``eval`` and ``report`` judge a checkpoint on: all of
-    ``data_path`` when given, else the run's own test split re-created from the
-    config.yaml beside the checkpoint (same data, fractions and seed)."""
+    ``data_path`` when given (a list file: exactly its lines), each image prepared as
+    ``predict`` prepares it for a model whose training images look like ``look``; else the
+    run's own test split re-created from the config.yaml beside the checkpoint (same data,
+    fractions and seed)."""
     if data_path is not None:
         from nnletters.data import load_dataset
         from nnletters.data.fingerprint import warn_if_changed
 
-        ds, source = load_dataset(data_path, image_size, progress=progress), str(data_path)
-        warn_if_changed(Path(ckpt_path).parent, data_path, ds)
+        ds, source = given_data(data_path, look or Look(image_size), progress), str(data_path)
+        # data.json holds the source as training read it (whole, unprepared; cached)
+        warn_if_changed(Path(ckpt_path).parent, data_path,
+                        lambda: load_dataset(data_path, image_size, progress=progress))
     else:
         from nnletters.config import load_config
         from nnletters.data.fingerprint import run_test_split
@@ -127,6 +144,32 @@ def evaluation_data(ckpt_path: Path, image_size: int, data_path: str | Path | No
     return ds, source
 
 
+def given_data(data_path: str | Path, look: Look, progress: bool = False):
+    """All of ``data_path`` prepared for ``look`` (``load_prepared``); a one-line warning
+    says how many images had to be inverted or framed to look like the training images."""
+    from nnletters.data.loading import load_prepared
+
+    ds, counts = load_prepared(data_path, look, progress=progress)
+    note = preparation_note(counts, len(ds.y), look)
+    if note:
+        warnings.warn(f"{data_path}: {note}", stacklevel=2)
+    return ds
+
+
+def preparation_note(counts: dict[str, int], n: int, look: Look) -> str:
+    """'' when every image was already in the training format, else what was adapted."""
+    polarity = "light on dark" if look.light_on_dark else "dark on light"
+    other = "dark on light" if look.light_on_dark else "light on dark"
+    parts = []
+    if counts.get(INVERTED):
+        parts.append(f"{counts[INVERTED]} of {n} images are {other}, unlike the model's "
+                     f"training images ({polarity}): inverted")
+    if counts.get(FRAMED):
+        parts.append(f"{counts[FRAMED]} of {n} images cropped and framed like its training "
+                     f"glyphs (which span {100 * look.glyph_fill:.0f}% of the frame)")
+    return "; ".join(parts)
+
+
 def evaluate_checkpoint(target: str | Path | None, data_path: str | Path | None = None,
                         progress: bool = False) -> dict[str, Any]:
     """``nnletters eval``: a run's own test split, or all of ``data_path``."""
@@ -138,8 +181,9 @@ def evaluate_checkpoint(target: str | Path | None, data_path: str | Path | None 
 def evaluate_model(model, data_path: str | Path | None = None,
                    progress: bool = False) -> dict[str, Any]:
     """``evaluate``'s figures for a ``prediction.Model`` on its run's test split or on all
-    of ``data_path``, plus the checkpoint's path."""
-    ds, source = evaluation_data(model.path, model.image_size, data_path, progress)
+    of ``data_path`` (prepared as ``predict`` prepares each file), plus the checkpoint."""
+    ds, source = evaluation_data(model.path, model.image_size, data_path, progress,
+                                 look=model.look)
     y = align_classes(ds.classes, model.classes, ds.y, source)
     result = evaluate(model.network, ds.X, y, model.classes)
     result["checkpoint"] = str(model.path)

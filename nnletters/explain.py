@@ -148,11 +148,11 @@ def explain_images(paths: list[str | Path], target: str | Path | None = None, to
     if score not in SCORES:
         raise NNLettersError(f"--score {score!r}: expected one of {', '.join(SCORES)}")
     model = load_explained_model(target)
-    X, good, errors = prepare_files(model, paths)
+    X, good, errors, notes = prepare_files(model, paths)
     if not good:
         return [], errors
     proba = model.probabilities(X)
-    results = model.ranked(proba, good, top_k)
+    results = model.ranked(proba, good, top_k, notes)
     explained = explain_rows(model, X, proba, top_k, score, smoothgrad, seed,
                              titles=[str(p) for p in good])
     out_dir = _make_dir(Path(out))

@@ -30,11 +30,14 @@ class Model:
     frame they span) decide how a user's image is prepared."""
 
     def __init__(self, network, meta: dict[str, Any], path: Path) -> None:
+        from nnletters.data.preparation import Look
+
         self.network, self.meta, self.path = network, meta, Path(path)
         self.classes: list[str] = list(meta["classes"])
-        self.image_size = int(meta["image_size"])
-        self.light_on_dark = bool(meta.get("light_on_dark", True))
-        self.glyph_fill = float(meta.get("glyph_fill", 0.9))
+        self.look = Look.of(meta)
+        self.image_size = self.look.image_size
+        self.light_on_dark = self.look.light_on_dark
+        self.glyph_fill = self.look.glyph_fill
 
     def __repr__(self) -> str:
         return f"Model({self.network.describe()}, classes {''.join(self.classes)}, {self.path})"
@@ -46,44 +49,75 @@ class Model:
 
     def prepare(self, images: Iterable[Any]) -> F32:
         """Image files, Pillow images or 2-D arrays -> (N, S*S) float32 in [0, 1]: exactly
-        the vectors ``predict`` feeds the network (so any other runtime can be fed them)."""
-        rows = [self._prepare_one(image) for image in images]
-        if not rows:
-            return np.zeros((0, self.image_size * self.image_size), dtype=np.float32)
-        return np.stack(rows).astype(np.float32, copy=False)
+        the vectors ``predict`` feeds the network (so any other runtime can be fed them).
 
-    def _prepare_one(self, image: Any) -> F32:
-        from nnletters.data.images import prepare_gray, prepare_user_image
+        ``nnletters.data.preparation.prepare_pixels`` decides: an image in the training format
+        passes untouched, a photo or drawing is inverted, cropped and framed as needed."""
+        return self.prepare_noting(images)[0]
 
-        args = (self.image_size, self.light_on_dark, self.glyph_fill)
+    def prepare_noting(self, images: Iterable[Any]) -> tuple[F32, list[tuple[str, ...]]]:
+        """``prepare`` plus, per image, what was done to it (see ``prepare_pixels``)."""
+        return self.prepare_grays([self._gray(image) for image in images])
+
+    def prepare_grays(self, grays: Sequence[NDArray[np.uint8]]
+                      ) -> tuple[F32, list[tuple[str, ...]]]:
+        """Decoded (H, W) uint8 images -> ``prepare_noting``'s answer. Images handed over
+        together are judged together, as ``eval --data`` judges a data set: when there are
+        enough of them, their polarity and framing are decided for all of them at once
+        (``preparation.judge_set``)."""
+        from nnletters.data.images import to_unit_float
+        from nnletters.data.preparation import evidence, judge_set, prepare_pixels
+
+        view = judge_set((evidence(gray, self.look) for gray in grays), self.look)
+        rows = [np.zeros((0, self.image_size ** 2), dtype=np.uint8)]
+        notes = []
+        for gray in grays:
+            pixels, done = prepare_pixels(gray, self.look, view)
+            rows.append(pixels[None])
+            notes.append(done)
+        return to_unit_float(np.concatenate(rows)), notes
+
+    @staticmethod
+    def _gray(image: Any) -> NDArray[np.uint8]:
+        """A file, Pillow image or 2-D array (uint8, or floats in [0, 1]) -> (H, W) uint8."""
+        from nnletters.data.images import read_file_gray
+
         if isinstance(image, str | Path):
-            return prepare_user_image(image, *args)
+            return read_file_gray(image)
         gray = np.asarray(image.convert("L") if hasattr(image, "convert") else image)
         if gray.ndim != 2:
             raise DataError(f"expected a 2-D grey image, got an array of shape {gray.shape}")
         if gray.dtype != np.uint8:  # floats in [0, 1]
             gray = np.clip(np.rint(np.asarray(gray, np.float64) * 255), 0, 255).astype(np.uint8)
-        return prepare_gray(gray, *args)
+        return gray
 
     def probabilities(self, X: F32) -> F32:
         """(N, S*S) prepared vectors -> (N, classes) float32 probabilities."""
         return self.network.predict_proba(np.asarray(X, dtype=np.float32))
 
     def predict(self, images: Sequence[Any], top_k: int = 3) -> list[dict[str, Any]]:
-        """Each image's most likely letters: ``{label, probability, top_k: [[label, p]...]}``
-        (plus ``path`` for a file)."""
-        return self.ranked(self.probabilities(self.prepare(images)), images, top_k)
+        """Each image's most likely letters: ``{label, probability, top_k: [[label, p]...],
+        checkpoint}`` (plus ``path`` for a file, and ``warning: "no glyph found"`` for a
+        blank image)."""
+        X, notes = self.prepare_noting(images)
+        return self.ranked(self.probabilities(X), images, top_k, notes)
 
-    def ranked(self, probs: F32, images: Sequence[Any], top_k: int = 3) -> list[dict[str, Any]]:
+    def ranked(self, probs: F32, images: Sequence[Any], top_k: int = 3,
+               notes: Sequence[tuple[str, ...]] | None = None) -> list[dict[str, Any]]:
         """``predict``'s result dicts from (N, classes) probabilities of ``images``."""
+        from nnletters.data.preparation import NO_GLYPH
+
         k = max(1, min(top_k, len(self.classes)))
         results = []
-        for image, p in zip(images, probs, strict=True):
+        for n, (image, p) in enumerate(zip(images, probs, strict=True)):
             order = np.argsort(-p, kind="stable")[:k]
             top = [[self.classes[i], round(float(p[i]), 6)] for i in order]
             result = {"label": top[0][0], "probability": top[0][1], "top_k": top}
             if isinstance(image, str | Path):
                 result = {"path": str(image), **result}
+            if notes is not None and NO_GLYPH in notes[n]:
+                result["warning"] = NO_GLYPH
+            result["checkpoint"] = str(self.path)
             results.append(result)
         return results
 
@@ -125,27 +159,36 @@ def expand_paths(paths: list[str | Path]) -> tuple[list[Path], list[tuple[str, s
 
 
 def prepare_files(model: Model, paths: list[str | Path]
-                  ) -> tuple[F32, list[Path], list[tuple[str, str]]]:
+                  ) -> tuple[F32, list[Path], list[tuple[str, str]], list[tuple[str, ...]]]:
     """Files and folders -> (X (N, S*S) float32 of the readable images, their paths,
-    errors as (path, message)). One bad image does not stop the rest."""
+    errors as (path, message), notes per image such as "no glyph found"). One bad image does
+    not stop the rest. Files are prepared together (``Model.prepare_grays``), as
+    ``eval --data`` prepares a set."""
+    from nnletters.data.images import read_file_gray
+
     files, errors = expand_paths(paths)
-    rows, good = [], []
+    grays, good = [], []
     for path in files:
         try:
-            rows.append(model.prepare([path]))
-            good.append(path)
+            grays.append(read_file_gray(path))
         except DataError as exc:
             errors.append((str(path), str(exc)))
-    return (np.concatenate(rows) if rows else model.prepare([])), good, errors
+            continue
+        good.append(path)
+    if not good:
+        return model.prepare([]), good, errors, []
+    X, notes = model.prepare_grays(grays)
+    return X, good, errors, notes
 
 
 def predict_images(paths: list[str | Path], target: str | Path | None = None,
                    top_k: int = 3) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
     """Predict each image; returns (results, errors). One bad image does not stop the rest.
 
-    Each result is ``{path, label, probability, top_k: [[label, p], ...]}``."""
+    Each result is ``{path, label, probability, top_k: [[label, p], ...], checkpoint}``
+    (the checkpoint file used), plus ``warning: "no glyph found"`` for a blank image."""
     model = load_model(target)
-    X, good, errors = prepare_files(model, paths)
+    X, good, errors, notes = prepare_files(model, paths)
     if not good:
         return [], errors
-    return model.ranked(model.probabilities(X), good, top_k), errors
+    return model.ranked(model.probabilities(X), good, top_k, notes), errors

@@ -94,13 +94,15 @@ def load_results(target: str | Path | None = None, data_path: str | Path | None 
     """Rebuild the model from the run's best.npz and evaluate it on the run's own test split
     (re-created from its config.yaml and seed) or, with ``data_path``, on all of that data."""
     from nnletters.checkpoint import load_checkpoint, model_from_checkpoint
+    from nnletters.data.preparation import Look
     from nnletters.evaluation import align_classes, evaluate, evaluation_data
     from nnletters.metrics import read_history
 
     run_dir, ckpt_path = resolve_run(target, runs_dir)
     ckpt = load_checkpoint(ckpt_path)
     model = model_from_checkpoint(ckpt)
-    ds, source = evaluation_data(ckpt_path, ckpt.image_size, data_path, progress)
+    ds, source = evaluation_data(ckpt_path, ckpt.image_size, data_path, progress,
+                                 look=Look.of(ckpt.meta))
     y = align_classes(ds.classes, ckpt.classes, ds.y, source)
     first_W = model.dense_layers()[0].W
     if first_W.shape[0] != ckpt.image_size ** 2:

@@ -24,6 +24,7 @@ from PIL import Image
 
 from nnletters.checkpoint import load_checkpoint
 from nnletters.cli import main
+from nnletters.data.images import MAX_PIXELS
 from nnletters.errors import ConfigError
 from tests.conftest import draw_letter
 
@@ -257,7 +258,7 @@ def setup_truncated(tmp: Path, suffix: str) -> Path:
     (lambda t: setup_truncated(t, ".tar.gz"), "{p}: truncated or corrupt archive (..."),
     (lambda t: write(t / "d/A/only.png", bomb_png()).parents[1],
      "{p}: class 'A' has no readable images (1 unreadable, e.g. A/only.png: 10000000000 pixels "
-     "is above the limit of 16777216 (decompression bomb?))"),
+     f"is above the limit of {MAX_PIXELS} (decompression bomb?))"),
 ])
 def test_bad_data_is_one_line_naming_the_path(tmp_path, setup, line):
     path = setup(tmp_path)
@@ -290,7 +291,7 @@ def test_decompression_bomb_among_good_images_is_skipped_and_named(tmp_path):
     result = train_on(tmp_path, data)
     assert result.exit_code == 0, result.output
     assert (tmp_path / "run/skipped.txt").read_text() == \
-        "B/bomb.png\t10000000000 pixels is above the limit of 16777216 (decompression bomb?)\n"
+        f"B/bomb.png\t10000000000 pixels is above the limit of {MAX_PIXELS} (decompression bomb?)\n"
 
 
 def image_zoo() -> dict[str, bytes]:
@@ -434,7 +435,7 @@ def test_predict_names_each_bad_input_and_answers_the_rest(run, tmp_path):
         f"Error: {missing}: no such file",
         f"Error: {empty}: empty file",
         f"Error: {text}: not an image Pillow can read",
-        f"Error: {bomb}: 10000000000 pixels is above the limit of 16777216 "
+        f"Error: {bomb}: 10000000000 pixels is above the limit of {MAX_PIXELS} "
         "(decompression bomb?)",
     ]
 

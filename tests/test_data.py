@@ -29,13 +29,8 @@ from nnletters.data import (
     stratified_split,
 )
 from nnletters.data import cache as cache_mod
-from nnletters.data.images import (
-    decode_chunk,
-    decode_image,
-    map_chunks,
-    prepare_user_image,
-    read_gray,
-)
+from nnletters.data.images import decode_chunk, decode_image, map_chunks, read_file_gray, read_gray
+from nnletters.data.preparation import Look, prepare_gray
 from nnletters.data.split import split_counts
 from nnletters.errors import DataError
 
@@ -442,6 +437,11 @@ def test_decompression_bomb_is_refused_as_unreadable(tmp_path, monkeypatch):
     write(tmp_path / "d/A/bomb.png", png_bytes(np.zeros((16, 16), np.uint8)))
     ds = load(tmp_path / "d")
     assert len(ds) == 2 and dict(ds.skipped)["A/bomb.png"].startswith("16x16 pixels is above")
+
+
+def prepare_user_image(path, size, light_on_dark=True, fill=0.9):
+    """A user's image file as predict prepares it for a model of that look."""
+    return prepare_gray(read_file_gray(path), Look(size, light_on_dark, fill))
 
 
 def test_prepare_user_image_fixes_polarity_and_aspect(tmp_path):

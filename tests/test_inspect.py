@@ -146,3 +146,12 @@ def test_notmnist_figures(notmnist_report):
     assert dup["groups"] == 236 and dup["distinct"] == 18_232
     assert len(dup["conflicting"]) == 2
     assert [row["files"] for row in report["classes"].values()] == [1873] * 6 + [1872] * 4
+
+
+def test_a_text_file_that_is_no_list_is_named_so_in_one_line(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text("# Letters\n\nTrain multilayer perceptrons on letters.\n")
+    result = CliRunner().invoke(data_group, ["inspect", str(readme)])
+    assert result.exit_code == 1
+    assert result.output == (f"Error: {readme}: not a list file of 'relative/path label' "
+                             "lines (its first line: 'Train multilayer perceptrons o')\n")

@@ -23,4 +23,6 @@ def test_quickstart_short_form_trains_and_predicts(tmp_path):
     samples = Path(__file__).resolve().parents[1] / "data" / "samples"
     predicted = runner.invoke(main, ["predict", str(samples), "--checkpoint", str(out)])
     assert predicted.exit_code == 0, predicted.output
-    assert len(predicted.output.splitlines()) == len(list(samples.glob("*.png")))
+    first, *lines = predicted.output.splitlines()
+    assert first == f"checkpoint {out / 'best.npz'}"
+    assert len(lines) == len(list(samples.glob("*.png")))

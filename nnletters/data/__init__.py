@@ -7,8 +7,9 @@ Sources (see ``sources``): a folder of class folders, an archive of one, list fi
 letters rendered from fonts (``synthetic``). Decoding (``images``) runs in parallel for large
 sources and is cached (``cache``); ``loading`` puts them together; ``split`` makes seeded
 stratified splits; ``augment`` varies training batches; ``inspect`` reports what a dataset
-holds. The names below are imported on first use, so ``nnletters predict`` (which needs only
-``images``) does not load the rest.
+holds; ``preparation`` makes any image look like a model's training images (for predict and
+eval --data). The names below are imported on first use, so ``nnletters predict`` (which
+needs only ``images`` and ``preparation``) does not load the rest.
 """
 
 from __future__ import annotations

@@ -207,12 +207,13 @@ def run_test_split(run_dir: Path, cfg, progress: bool = False):
 
 
 def warn_if_changed(run_dir: Path, data_path: str | Path, ds) -> None:
-    """``--data`` naming the run's own source: warn (one line) when it changed since."""
+    """``--data`` naming the run's own source: warn (one line) when it changed since.
+    ``ds``: the source as training read it, or a function loading it (called only then)."""
     record = read_record(run_dir)
     source = (record or {}).get("source") or {}
     if not source.get("path") or Path(source["path"]) != Path(data_path).resolve():
         return
-    got = dataset_digest(ds)
+    got = dataset_digest(ds() if callable(ds) else ds)
     if "sha256" in source and got["sha256"] != source["sha256"]:
         warnings.warn(f"{data_path}: changed since the run was trained ({got['n']} images now, "
                       f"{source['n']} then, other pixels or labels); evaluating it as it is now",

@@ -10,9 +10,13 @@ Every mode Pillow opens ends up as ``uint8`` gray, brightness kept as the eye se
   that transparent pixels become background: black behind light ink, white behind dark ink
   (the ink's brightness is the alpha-weighted mean of the visible pixels).
 
-EXIF orientation is applied, animated images give their first frame, and an image larger than
-``MAX_PIXELS`` is refused before its pixels are decoded (a decompression bomb: a few kilobytes of
-PNG can declare gigabytes of pixels).
+EXIF orientation is applied, animated images give their first frame, a JPEG above
+``DRAFT_ABOVE`` pixels is decoded reduced (a phone photo: 12-50 MP), and an image larger than
+``MAX_PIXELS`` (what Pillow refuses by default) is refused before its pixels are decoded (a
+decompression bomb: a few kilobytes of PNG can declare gigabytes of pixels).
+
+``glyph_fill`` and ``data_polarity`` describe training images for the checkpoint; how other
+images are made to look like them is ``nnletters.data.preparation``.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import multiprocessing
 import os
 import re
 import sys
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -35,8 +40,15 @@ from PIL import Image, ImageOps
 
 from nnletters.errors import DataError
 
-MAX_PIXELS: int = 4096 * 4096
-"""Largest width * height decoded; bigger images are refused as unreadable."""
+MAX_PIXELS: int = 2 * (Image.MAX_IMAGE_PIXELS or 89_478_485)
+"""Largest width * height decoded (Pillow's own default limit, ~179 MP); bigger images are
+refused as unreadable."""
+
+DRAFT_ABOVE: int = 2048 * 2048
+"""JPEGs with more pixels than this are decoded reduced by 1/2, 1/4 or 1/8 (libjpeg's DCT
+scaling, Pillow's ``draft``) to no less than DRAFT_SIDE pixels a side: a letter needs a few
+hundred pixels, not a 50 MP photo's worth of memory and time."""
+DRAFT_SIDE: int = 1024
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 
@@ -86,7 +98,9 @@ def gray_and_info(data: bytes) -> tuple[npt.NDArray[np.uint8], ImageInfo]:
     try:
         # Image.open reads the header only; the size is checked before any pixel is decoded.
         # (Pillow's own, higher limit only matters if MAX_PIXELS is raised above it.)
-        img = Image.open(io.BytesIO(data))
+        with warnings.catch_warnings():  # Pillow warns between its limit and twice it:
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # we accept those
+            img = Image.open(io.BytesIO(data))
         width, height = img.size
         if width * height > MAX_PIXELS:
             raise Unreadable(f"{width}x{height} pixels is above the limit of {MAX_PIXELS} "
@@ -94,6 +108,8 @@ def gray_and_info(data: bytes) -> tuple[npt.NDArray[np.uint8], ImageInfo]:
         if width == 0 or height == 0:
             raise Unreadable(f"image has no pixels ({width}x{height})")
         info = ImageInfo(width, height, img.mode, img.format)
+        if img.format == "JPEG" and width * height > DRAFT_ABOVE:
+            img.draft("L", (DRAFT_SIDE, DRAFT_SIDE))
         gray = _to_gray(_upright(img))
     except Unreadable:
         raise
@@ -134,10 +150,8 @@ def to_unit_float(pixels: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
     return np.divide(pixels, np.float32(255.0), dtype=np.float32)
 
 
-def prepare_user_image(path: str | Path, image_size: int, light_on_dark: bool = True,
-                       fill: float = 0.9) -> npt.NDArray[np.float32]:
-    """An image file from a user -> (S*S,) float32 in [0, 1], ready for a model
-    (see ``prepare_gray``)."""
+def read_file_gray(path: str | Path) -> npt.NDArray[np.uint8]:
+    """An image file -> (H, W) uint8 gray; DataError names the file."""
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -145,59 +159,31 @@ def prepare_user_image(path: str | Path, image_size: int, light_on_dark: bool = 
         raise DataError(f"{path}: file not found") from None
     except OSError as exc:
         raise DataError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    gray, _ = read_gray(data, str(path))
-    return prepare_gray(gray, image_size, light_on_dark, fill)
-
-
-def prepare_gray(gray: npt.NDArray[np.uint8], image_size: int, light_on_dark: bool = True,
-                 fill: float = 0.9) -> npt.NDArray[np.float32]:
-    """A grey image (H, W) uint8 -> (S*S,) float32 in [0, 1], ready for a model.
-
-    ``light_on_dark`` is the polarity the model was trained on (True: light glyph on a dark
-    background, as notMNIST). The background is read off the image's border and the image is
-    inverted when it is the other way round. The glyph is then cropped to its bounding box and
-    padded with background to a square in which it spans ``fill`` of the side (the way the
-    training glyphs fill their frames; see ``glyph_fill``), and resized.
-    """
-    background = _border_median(gray)
-    if (background > 127) == light_on_dark:
-        gray = 255 - gray
-        background = 255 - background
-    gray = _crop_to_glyph(gray, background, fill)
-    return to_unit_float(resize_gray(gray, image_size)).reshape(-1)
-
-
-def _crop_to_glyph(gray: npt.NDArray[np.uint8], background: int,
-                   fill: float) -> npt.NDArray[np.uint8]:
-    """Crop to the pixels that differ clearly from the background, then pad to a square whose
-    side is the glyph's longer side / ``fill``. A blank image is only padded to a square."""
-    ink = np.abs(gray.astype(np.int16) - background)
-    rows, cols = np.flatnonzero((ink > 64).any(axis=1)), np.flatnonzero((ink > 64).any(axis=0))
-    if rows.size == 0:
-        return _pad_to_square(gray, background)
-    glyph = gray[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
-    side = int(round(max(glyph.shape) / min(max(fill, 0.1), 1.0)))
-    out = np.full((side, side), background, dtype=np.uint8)
-    top, left = (side - glyph.shape[0]) // 2, (side - glyph.shape[1]) // 2
-    out[top:top + glyph.shape[0], left:left + glyph.shape[1]] = glyph
-    return out
+    return read_gray(data, str(path))[0]
 
 
 def glyph_fill(X: npt.NDArray[np.float32], image_size: int, light_on_dark: bool,
                sample: int = 2000) -> float:
     """Median share of the frame that training glyphs span (longer side of their bounding
-    box / image size), so that ``prepare_user_image`` can frame a user's letter alike."""
+    box / image size), so that ``prepare_pixels`` can frame a user's letter alike."""
     imgs = X[:sample].reshape(-1, image_size, image_size)
-    ink = (imgs if light_on_dark else 1.0 - imgs) > 0.25
+    longest = _glyph_spans(np.rint(imgs * 255).astype(np.uint8), light_on_dark)
+    longest = longest[longest > 0]
+    return float(np.median(longest)) / image_size if longest.size else 0.9
+
+
+def _glyph_spans(imgs: npt.NDArray[np.uint8], light_on_dark: bool) -> npt.NDArray[np.int64]:
+    """(N, S, S) uint8 -> (N,) the longer side of each glyph's bounding box in pixels (0 for
+    none), the glyph being what is more than a quarter of the way from background to ink
+    (x / 255 > 0.25 on dark, < 0.75 on light)."""
+    ink = imgs >= 64 if light_on_dark else imgs <= 191
     spans = []
     for axis in (2, 1):  # rows that hold ink, then columns
         hit = ink.any(axis=axis)
         first = hit.argmax(axis=1)
-        last = image_size - 1 - hit[:, ::-1].argmax(axis=1)
+        last = imgs.shape[1] - 1 - hit[:, ::-1].argmax(axis=1)
         spans.append(np.where(hit.any(axis=1), last - first + 1, 0))
-    longest = np.maximum(*spans)
-    longest = longest[longest > 0]
-    return float(np.median(longest)) / image_size if longest.size else 0.9
+    return np.maximum(*spans)
 
 
 # --------------------------------------------------------------------------- conversion
@@ -273,24 +259,6 @@ def _composite(gray_alpha: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
     background = np.float32(0.0 if ink >= 128 else 255.0)
     out = gray * alpha + background * (np.float32(1.0) - alpha)
     return np.rint(out).astype(np.uint8)
-
-
-def _border_median(gray: npt.NDArray[np.uint8]) -> int:
-    """Median of the outermost ring of pixels: the background, for a centred glyph."""
-    ring = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
-    return int(np.median(ring))
-
-
-def _pad_to_square(gray: npt.NDArray[np.uint8], fill: int) -> npt.NDArray[np.uint8]:
-    """(H, W) -> (M, M), M = max(H, W), the original centred on ``fill``."""
-    height, width = gray.shape
-    side = max(height, width)
-    if height == width:
-        return gray
-    out = np.full((side, side), fill, dtype=np.uint8)
-    top, left = (side - height) // 2, (side - width) // 2
-    out[top:top + height, left:left + width] = gray
-    return out
 
 
 # --------------------------------------------------------------------------- many images

@@ -13,6 +13,13 @@ from nnletters.data import cache as cache_store
 from nnletters.data.dataset import Dataset, Splits
 from nnletters.data.fingerprint import dataset_digest
 from nnletters.data.images import decode_chunk, map_chunks, to_unit_float
+from nnletters.data.preparation import (
+    PREPARATION_VERSION,
+    Look,
+    as_judged,
+    judge_set,
+    prepare_chunk,
+)
 from nnletters.data.sources import Source, arrange, class_names, open_source, progress_bar
 from nnletters.data.split import dedup_against, stratified_split
 from nnletters.errors import DataError
@@ -28,15 +35,49 @@ def load_dataset(path: str | Path, image_size: int, *, workers: int = 0, cache: 
     """
     source = open_source(path)
     if not cache:
-        return _decode(source, image_size, workers, progress)
+        return _decode(source, image_size, workers, progress)[0]
     file, key = cache_store.cache_file(cache_dir, str(source.path), image_size,
                                        {"kind": source.kind, "files": source.fingerprint()})
     hit = cache_store.fetch(file, key)
     if hit is not None:
         return hit[0]
-    dataset = _decode(source, image_size, workers, progress)
+    dataset = _decode(source, image_size, workers, progress)[0]
     cache_store.store(file, key, dataset)
     return dataset
+
+
+def load_prepared(path: str | Path, look: Look, *, workers: int = 0, cache: bool = True,
+                  progress: bool = False) -> tuple[Dataset, dict[str, int]]:
+    """Every image of a folder, archive or list file (a list file: exactly its lines), each
+    prepared for a model whose training images look like ``look`` (``prepare_pixels``:
+    untouched when already in that format, else inverted, cropped and framed), the set's
+    polarity judged over all of them as ``predict`` judges the files it is given together:
+    what ``eval --data`` and ``report --data`` judge a model on.
+
+    -> (dataset, how many images were inverted, framed, or held no glyph, by those names)."""
+    source = open_source(path, split_lists=False)
+    if cache:  # a name of its own, so that it never evicts the plain entry training uses
+        file, key = cache_store.cache_file(
+            None, f"{source.path}#prepared", look.image_size,
+            {"kind": source.kind, "files": source.fingerprint(),
+             "look": [look.light_on_dark, look.glyph_fill], "version": PREPARATION_VERSION})
+        hit = cache_store.fetch(file, key)
+        if hit is not None:
+            return hit[0], dict(hit[1].get("prepared", {}))
+    dataset, extra = _decode(source, look.image_size, workers, progress,
+                             partial(prepare_chunk, look=look))
+    view = judge_set((found for _, found in extra), look)
+    # Judged as a set, some image would come out otherwise than alone: prepare them all so.
+    if not all(as_judged(done, found, view, look) for done, found in extra):
+        dataset, extra = _decode(source, look.image_size, workers, progress,
+                                 partial(prepare_chunk, look=look, view=view))
+    counts: dict[str, int] = {}
+    for done, _ in extra:
+        for note in done:
+            counts[note] = counts.get(note, 0) + 1
+    if cache:
+        cache_store.store(file, key, dataset, extra={"prepared": counts})
+    return dataset, counts
 
 
 def load_splits(cfg: DataConfig, seed: int, *, progress: bool = False,
@@ -72,17 +113,23 @@ def load_splits(cfg: DataConfig, seed: int, *, progress: bool = False,
                   n_deduped=n_deduped)
 
 
-def _decode(source: Source, image_size: int, workers: int, progress: bool) -> Dataset:
-    """Decode every image of ``source`` (in parallel when large) and arrange the arrays."""
+def _decode(source: Source, image_size: int, workers: int, progress: bool,
+            chunk_fn=None) -> tuple[Dataset, list]:
+    """Decode every image of ``source`` (in parallel when large) and arrange the arrays.
+
+    ``chunk_fn``: ``decode_chunk`` by default, or ``prepare_chunk``, whose third output (one
+    value per item) is returned in the dataset's order beside it (else [])."""
     names: list[str] = []
     reasons: list[str | None] = []
+    extra: list = []
     blocks = [np.zeros((0, image_size * image_size), np.uint8)]
     with progress_bar(source, "decoding", progress) as bar:
-        fn = partial(decode_chunk, image_size=image_size)
-        for chunk, (pixels, why) in map_chunks(fn, source.items(), workers=workers):
+        fn = chunk_fn or partial(decode_chunk, image_size=image_size)
+        for chunk, (pixels, why, *more) in map_chunks(fn, source.items(), workers=workers):
             names.extend(name for name, _ in chunk)
             blocks.append(pixels)
             reasons.extend(why)
+            extra.extend(more[0] if more else ())
             bar.update(len(chunk))
     labels = source.labels
     if source.kind in ("folder", "archive"):
@@ -92,5 +139,7 @@ def _decode(source: Source, image_size: int, workers: int, progress: bool) -> Da
     split = None
     if source.kind == "splits":
         split = np.asarray(source.splits, dtype=np.int8)[layout.order]
-    return Dataset(X=to_unit_float(pixels), y=layout.y, classes=layout.classes,
-                   paths=[names[i] for i in layout.order], skipped=layout.skipped, split=split)
+    dataset = Dataset(X=to_unit_float(pixels), y=layout.y, classes=layout.classes,
+                      paths=[names[i] for i in layout.order], skipped=layout.skipped,
+                      split=split)
+    return dataset, [extra[i] for i in layout.order] if extra else []

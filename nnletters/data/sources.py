@@ -86,8 +86,12 @@ class Source:
         return None if self.kind == "archive" else len(self.files)
 
 
-def open_source(path: str | Path) -> Source:
-    """Recognise ``path`` and list its files (without decoding). DataError names the path."""
+def open_source(path: str | Path, *, split_lists: bool = True) -> Source:
+    """Recognise ``path`` and list its files (without decoding). DataError names the path.
+
+    ``split_lists``: ``train.txt``, ``validate.txt`` or ``test.txt`` beside the other two
+    means all three (the split to train with); False: the list file means exactly its lines
+    (the data to evaluate on)."""
     path = Path(path).expanduser()
     if not path.exists():
         raise DataError(f"data path not found: {path}")
@@ -103,7 +107,7 @@ def open_source(path: str | Path) -> Source:
     if is_image_name(lower):
         raise DataError(f"{path}: is a single image; expected a folder, an archive "
                         f"(.tar.gz, .tgz, .tar, .zip) or a list file")
-    if lower in SPLIT_LISTS and (lists := _split_lists(path.parent)):
+    if split_lists and lower in SPLIT_LISTS and (lists := _split_lists(path.parent)):
         return _open_lists(path.parent, lists)
     return _open_lists(path, {-1: path})
 
@@ -352,6 +356,9 @@ def _parse_list(list_path: Path, split: int,
         line = line.strip()
         if not line or line.startswith("#"):
             continue
+        if not files and not _looks_listed(base, line):
+            raise DataError(f"{list_path}: not a list file of 'relative/path label' lines "
+                            f"(its first line: {line[:30]!r})")
         where = f"{list_path}:{lineno}"
         fields = line.rsplit(None, 1)
         if len(fields) != 2:
@@ -371,6 +378,21 @@ def _parse_list(list_path: Path, split: int,
         files.append((name, str(full), label, split))
         stats.append((name, st.st_size, st.st_mtime_ns))
     return files
+
+
+def _looks_listed(base: Path, line: str) -> bool:
+    """Whether a list file's first entry is one: two fields, the first an image's name or
+    an existing file. Anything else (a README, a config) is some other text file."""
+    fields = line.rsplit(None, 1)
+    if len(fields) != 2:
+        return False
+    parts = safe_parts(fields[0])
+    if is_image_name(fields[0]) or parts is None:  # a path that leaves: refused line by line
+        return True
+    try:
+        return base.joinpath(*parts).is_file()
+    except (OSError, ValueError):
+        return False
 
 
 # --------------------------------------------------------------------------- arranging
