@@ -213,8 +213,9 @@ def test_explain_text_output_and_default_folder(ema_run, tmp_path, monkeypatch):
     result = CliRunner().invoke(main, ["predict", "b.png", "--checkpoint", str(ema_run),
                                        "--explain", "--score", "log_prob"])
     assert result.exit_code == 0, result.output
-    assert result.output.startswith("b.png: ")
-    assert result.output.endswith(f"   map {Path('explain') / 'b.png'}\n")
+    checkpoint, line = result.output.splitlines()
+    assert checkpoint == f"checkpoint {ema_run / 'best.npz'}" and line.startswith("b.png: ")
+    assert line.endswith(f"   map {Path('explain') / 'b.png'}")
     assert png_size((tmp_path / "explain" / "b.png").read_bytes())[0] > 400
 
 
