@@ -143,7 +143,10 @@ def test_a_run_killed_and_resumed_has_every_step_once(tmp_path):
                    "--quiet", crash="last.npz:4")
     assert killed.returncode == -9, killed.stderr
     first = next((run / "tensorboard").glob("events.out.tfevents.*"))
-    assert 4 in steps_in_file(first, "loss/train")  # written, then lost with the process
+    # Epoch 4 was written before the kill, but tensorboardX's flush() does not wait for its
+    # writer thread's queue, so it may or may not have reached the file: either way the
+    # resumed process must leave exactly one value per step.
+    assert set(steps_in_file(first, "loss/train")) >= {1, 2, 3}
     resumed = train("--resume", str(run), "--quiet")
     assert resumed.returncode == 0, resumed.stderr
     second = [f for f in (run / "tensorboard").glob("events.out.tfevents.*") if f != first]
