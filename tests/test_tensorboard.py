@@ -124,9 +124,9 @@ def test_measuring_and_logging_leave_the_weights_bit_identical(tmp_path):
 
 
 def test_a_run_killed_and_resumed_has_every_step_once(tmp_path):
-    """SIGKILL while the 4th last.npz is being written: TensorBoard already holds epoch 4, the
-    checkpoint does not. The resumed process purges from epoch 4 on, so the loader sees each
-    epoch once, with the figures of the final metrics.jsonl."""
+    """SIGKILL while the 4th last.npz is being written: epoch 4 was sent to TensorBoard, the
+    checkpoint does not hold it. The resumed process purges from epoch 4 on, so the loader
+    sees each epoch once, with the figures of the final metrics.jsonl."""
     data = letters(tmp_path / "letters")
     cfg_path = write_config(tmp_path, data)
     env = {k: v for k, v in os.environ.items() if k != CRASH_ENV}
