@@ -1,0 +1,285 @@
+"""Fused kernels: the elementwise passes of a training step, each done in one loop.
+
+The NumPy code in ``layers.py``, ``optim.py`` and ``ema.py`` is the reference: readable, one
+vector operation per line of maths. Each of those lines streams a whole array through memory,
+and after a matrix product the arrays are cold, so a third of a step went to memory traffic.
+The kernels here do the same float32 operations, in the same order, on one element at a time
+in a single loop (numba compiles them), so that their results are *bit for bit* those of the
+reference (tests/test_kernels.py checks this). Where NumPy's own maths cannot be reproduced
+(its SIMD ``exp`` and ``tanh`` round differently from the C library's), the kernel leaves that
+operation to NumPy: tanh and sigmoid layers call ``np.tanh`` / ``np.exp`` between two kernels.
+
+Rules that keep the results identical:
+- every scalar is passed as float32 (numba, unlike NumPy, would promote a Python float to
+  float64), and each operation is written in the reference's order, e.g. (g - m) * (1 - b1);
+- no ``fastmath``: it would allow reassociation and fused multiply-adds.
+
+The functions below are plain Python until ``compile_kernels`` hands them to numba (numba is the
+optional 'fast' extra); compiled code is cached on disk, so a machine compiles them once.
+``parallel=True`` is what makes numba vectorise these loops, but they run on one thread: two
+numba threads fight OpenBLAS's spinning workers on a 2-core machine (measured: 5x slower).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+prange = range  # numba.prange once compiled
+
+# Activation codes for the layer kernels.
+RELU, LEAKY_RELU, IDENTITY, SIGMOID_FROM_EXP = 0, 1, 2, 3
+LEAKY_SLOPE = np.float32(0.01)  # functional.LEAKY_SLOPE as NumPy sees it (float32)
+
+
+# --------------------------------------------------------------------------- optimisers
+# theta[:n_decay] are weights (weight decay applies), the rest biases. shadow/rate: the weight
+# average's update (ema.py) fused into the same pass; shadow is empty when it is not.
+
+
+def _decayed_grad(g, w, weight_decay):
+    # optim.Optimizer.add_weight_decay: g <- g + weight_decay w
+    return g + w * weight_decay
+
+
+def _average(shadow, w, rate):
+    # ema.EMA.update: shadow <- shadow + (w - shadow) rate
+    return shadow + (w - shadow) * rate
+
+
+def _sgd(w, g, lr):
+    return w - g * lr
+
+
+def _momentum(w, g, v, lr, mu, nesterov):
+    g = g * lr
+    v = v * mu - g
+    if nesterov:
+        return (w - g) + v * mu, v
+    return w + v, v
+
+
+def _adam(w, g, m, v, c1, c2, eps_t, lr_t):
+    # (1 - b1) = c1, (1 - b2) = c2; optim.Adam.update step by step
+    m = m + (g - m) * c1
+    v = v + (g * g - v) * c2
+    return w - m / (np.sqrt(v) + eps_t) * lr_t, m, v
+
+
+def sgd_step(theta, grad, n_decay, weight_decay, lr, shadow, rate):
+    """w <- w - lr (g + wd w): theta, grad (P,) float32, scalars float32; the first n_decay
+    entries are decayed (0 when weight_decay is 0, so that g is untouched as in NumPy)."""
+    average = shadow.size > 0
+    for i in prange(theta.size):
+        g = grad[i]
+        if i < n_decay:
+            g = _decayed_grad(g, theta[i], weight_decay)
+        w = _sgd(theta[i], g, lr)
+        theta[i] = w
+        if average:
+            shadow[i] = _average(shadow[i], w, rate)
+
+
+def momentum_step(theta, grad, velocity, n_decay, weight_decay, lr, mu, nesterov, shadow,
+                  rate):
+    """Momentum or Nesterov (optim.Momentum) over theta, grad, velocity (P,) float32."""
+    average = shadow.size > 0
+    for i in prange(theta.size):
+        g = grad[i]
+        if i < n_decay:
+            g = _decayed_grad(g, theta[i], weight_decay)
+        w, velocity[i] = _momentum(theta[i], g, velocity[i], lr, mu, nesterov)
+        theta[i] = w
+        if average:
+            shadow[i] = _average(shadow[i], w, rate)
+
+
+def adam_step(theta, grad, m, v, n_decay, weight_decay, n_shrink, shrink, c1, c2, eps_t, lr_t,
+              shadow, rate):
+    """Adam over theta, grad, m, v (P,) float32 (optim.Adam): L2 weight decay in the gradient
+    of the first n_decay entries, or AdamW's w <- shrink w (shrink = 1 - lr wd) on the first
+    n_shrink; c1 = 1 - b1, c2 = 1 - b2, eps_t and lr_t with the bias corrections folded in."""
+    average = shadow.size > 0
+    for i in prange(theta.size):
+        g, w = grad[i], theta[i]
+        if i < n_decay:
+            g = _decayed_grad(g, w, weight_decay)
+        if i < n_shrink:
+            w = w * shrink
+        w, m[i], v[i] = _adam(w, g, m[i], v[i], c1, c2, eps_t, lr_t)
+        theta[i] = w
+        if average:
+            shadow[i] = _average(shadow[i], w, rate)
+
+
+def ema_step(theta, shadow, rate):
+    """The weight average alone (after a max-norm step): shadow, theta (P,) float32."""
+    for i in prange(theta.size):
+        shadow[i] = _average(shadow[i], theta[i], rate)
+
+
+# --------------------------------------------------------------------------- layers
+# z (N, F) float32 is the Dense layer's output x W; b (F,) its bias (empty: none or added
+# already). u (N, F) holds dropout's float32 uniforms (empty: no dropout) and becomes the mask.
+
+
+def _activate(z, act):
+    # functional.relu / leaky_relu are np.maximum, which returns NaN for NaN and +0 for -0.
+    if act == RELU:
+        return z if (z > 0 or z != z) else np.float32(0.0)
+    if act == LEAKY_RELU:
+        s = z * LEAKY_SLOPE
+        return z if (z > s or z != z) else s
+    if act == SIGMOID_FROM_EXP:  # z holds exp(-z): functional.sigmoid's last two steps
+        return np.float32(1.0) / (z + np.float32(1.0))
+    return z  # IDENTITY: NumPy applied the activation already (tanh)
+
+
+def _derivative(a, act):
+    # functional.*_backward, as the factor da is multiplied by
+    if act == RELU:
+        return np.float32(1.0) if a > 0 else np.float32(0.0)
+    if act == LEAKY_RELU:
+        return np.float32(1.0) if a > 0 else LEAKY_SLOPE
+    if act == IDENTITY:  # tanh: 1 - a^2
+        return np.float32(1.0) - a * a
+    return a * (np.float32(1.0) - a)  # sigmoid: a (1 - a)
+
+
+def activation_forward(z, b, act, u, keep, scale, out):
+    """a = f(z + b) into z; with dropout (u not empty) the mask floor(u + keep) * scale into
+    u and a * mask into out (N, F). (layers.Dense's bias, Activation, Dropout.forward.)"""
+    n, f = z.shape
+    bias, dropout = b.size > 0, u.size > 0
+    for i in prange(n):
+        for j in range(f):
+            x = z[i, j]
+            if bias:
+                x = x + b[j]
+            a = _activate(x, act)
+            z[i, j] = a
+            if dropout:
+                mask = np.floor(u[i, j] + keep) * scale
+                u[i, j] = mask
+                out[i, j] = a * mask
+
+
+def negate_bias(z, b):
+    """z <- -(z + b), (N, F) float32: sigmoid's first step, before NumPy's exp."""
+    n, f = z.shape
+    bias = b.size > 0
+    for i in prange(n):
+        for j in range(f):
+            x = z[i, j]
+            if bias:
+                x = x + b[j]
+            z[i, j] = -x
+
+
+def activation_backward(da, a, act, mask):
+    """da <- (da * mask) * f'(a), in place, (N, F) float32; mask empty: no dropout.
+    (Dropout.backward, then Activation.backward.)"""
+    n, f = da.shape
+    dropout = mask.size > 0
+    for i in prange(n):
+        for j in range(f):
+            d = da[i, j]
+            if dropout:
+                d = d * mask[i, j]
+            da[i, j] = d * _derivative(a[i, j], act)
+
+
+# --------------------------------------------------------------------------- compiling
+
+V, M = "f4[::1]", "f4[:, ::1]"  # contiguous float32 vectors and C-order matrices
+SIGNATURES = {
+    "sgd_step": f"void({V}, {V}, i8, f4, f4, {V}, f4)",
+    "momentum_step": f"void({V}, {V}, {V}, i8, f4, f4, f4, b1, {V}, f4)",
+    "adam_step": f"void({V}, {V}, {V}, {V}, i8, f4, i8, f4, f4, f4, f4, f4, {V}, f4)",
+    "ema_step": f"void({V}, {V}, f4)",
+    "activation_forward": f"void({M}, {V}, i8, {M}, f4, f4, {M})",
+    "negate_bias": f"void({M}, {V})",
+    "activation_backward": f"void({M}, {M}, i8, {M})",
+}
+HELPERS = ("_decayed_grad", "_average", "_sgd", "_momentum", "_adam", "_activate",
+           "_derivative")
+EMPTY_VECTOR = np.empty(0, np.float32)
+EMPTY_MATRIX = np.empty((0, 0), np.float32)
+
+_compiled = False
+
+
+def available() -> bool:
+    """Is numba importable (without importing it)?"""
+    return importlib.util.find_spec("numba") is not None
+
+
+def resolve(choice: str) -> str:
+    """``train.kernels`` -> 'numpy' or 'numba' (auto: numba when it is installed)."""
+    if choice == "auto":
+        return "numba" if available() else "numpy"
+    if choice == "numba" and not available():
+        from nnletters.errors import ConfigError
+
+        raise ConfigError("train.kernels: numba needs the 'fast' extra: "
+                          "pip install 'nnletters[fast]'")
+    return choice
+
+
+def cache_dir() -> Path:
+    """Where compiled kernels are kept: $NUMBA_CACHE_DIR when set, else a folder in nnletters'
+    cache (the package folder may be read-only, and one place is easy to clear)."""
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        return Path(os.environ["NUMBA_CACHE_DIR"])
+    from nnletters.data.cache import default_cache_dir
+
+    return default_cache_dir() / "kernels"
+
+
+def _stamp() -> Path:
+    """A file that exists once this source has been compiled with this numba version."""
+    import numba
+
+    source = Path(__file__).read_bytes()
+    digest = hashlib.sha256(source + numba.__version__.encode()).hexdigest()[:16]
+    return cache_dir() / f"compiled-{digest}"
+
+
+def prepare(log: Callable[[str], None] = print) -> None:
+    """Compile (or load from the disk cache) every kernel now, saying so when it is the slow
+    first time, rather than inside the first training step."""
+    global _compiled
+    if _compiled:
+        return
+    folder = cache_dir()
+    os.environ.setdefault("NUMBA_CACHE_DIR", str(folder))  # read when numba is imported
+    os.environ.setdefault("NUMBA_NUM_THREADS", "1")
+    import numba
+
+    numba.config.CACHE_DIR = str(folder)  # in case numba was imported before us
+    stamp = _stamp()
+    if not stamp.exists():
+        log("compiling kernels (once)...")
+    _compile(numba)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        stamp.touch()
+    except OSError:
+        pass  # no cache: kernels compile in every run, nothing else changes
+
+
+def _compile(numba) -> None:
+    global _compiled, prange
+    numba.set_num_threads(1)
+    prange = numba.prange
+    names = globals()
+    for name in HELPERS:
+        names[name] = numba.njit(cache=True)(names[name])
+    for name, signature in SIGNATURES.items():
+        names[name] = numba.njit(signature, cache=True, parallel=True)(names[name])
+    _compiled = True
