@@ -299,7 +299,7 @@ def _make_trainer(cfg: Config, splits, run_dir: Path, progress: bool,
 
     train = splits.train
     rng = np.random.default_rng(cfg.seed)
-    model, optimizer, schedule = build(cfg, train.X.shape[1], len(splits.classes), rng)
+    model, optimizer, schedule = build(cfg, train.X.shape[1], len(splits.classes), rng, log)
     meta = model_meta(cfg, model, splits.classes, train.X)
     log(f"model: {model.describe()}, {model.theta.size:,} parameters; optimiser "
         f"{cfg.optim.name} lr {cfg.optim.lr:g}; run folder {run_dir}")

@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -232,13 +233,14 @@ def resolve(choice: str) -> str:
 
 
 def cache_dir() -> Path:
-    """Where compiled kernels are kept: $NUMBA_CACHE_DIR when set, else a folder in nnletters'
-    cache (the package folder may be read-only, and one place is easy to clear)."""
+    """Where compiled kernels are kept: $NUMBA_CACHE_DIR when set, else
+    $XDG_CACHE_HOME/nnletters/kernels or ~/.cache/nnletters/kernels: never the package folder,
+    which may be read-only, and not the data cache ($NNLETTERS_CACHE_DIR), which tests and
+    users point elsewhere per run while compiled code is one per machine."""
     if os.environ.get("NUMBA_CACHE_DIR"):
         return Path(os.environ["NUMBA_CACHE_DIR"])
-    from nnletters.data.cache import default_cache_dir
-
-    return default_cache_dir() / "kernels"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "nnletters" / "kernels"
 
 
 def _stamp() -> Path:
@@ -257,11 +259,15 @@ def prepare(log: Callable[[str], None] = print) -> None:
     if _compiled:
         return
     folder = cache_dir()
-    os.environ.setdefault("NUMBA_CACHE_DIR", str(folder))  # read when numba is imported
-    os.environ.setdefault("NUMBA_NUM_THREADS", "1")
+    # numba reads its settings from the environment, at import and again before compiling.
+    # One thread in its pool (set_num_threads below holds only for the calling thread); the
+    # pool size can only be chosen before numba starts it.
+    if "numba" not in sys.modules:
+        os.environ.setdefault("NUMBA_NUM_THREADS", "1")
+    os.environ.setdefault("NUMBA_CACHE_DIR", str(folder))
     import numba
 
-    numba.config.CACHE_DIR = str(folder)  # in case numba was imported before us
+    numba.config.reload_config()  # if numba was imported before us, it reads them now
     stamp = _stamp()
     if not stamp.exists():
         log("compiling kernels (once)...")
