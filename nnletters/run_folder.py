@@ -309,7 +309,7 @@ def _make_trainer(cfg: Config, splits, run_dir: Path, progress: bool,
                       default_callbacks(cfg, progress, log, callbacks))
     # Pixels shifted in from outside the image take the background's value.
     augmenter = Augmenter(cfg.data.augment, cfg.data.image_size, rng,
-                          fill=0.0 if meta["light_on_dark"] else 1.0)
+                          fill=0.0 if meta["light_on_dark"] else 1.0, kernels=model.kernels)
     if augmenter.active:
         trainer.transform = augmenter
         log(f"augmentation: {augmenter.describe()}")

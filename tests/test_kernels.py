@@ -21,7 +21,8 @@ import pytest
 from click.testing import CliRunner
 
 from nnletters.cli import main
-from nnletters.config import Config, ModelConfig, OptimConfig, TrainConfig
+from nnletters.config import AugmentConfig, Config, ModelConfig, OptimConfig, TrainConfig
+from nnletters.data.augment import Augmenter
 from nnletters.nn.ema import EMA
 from nnletters.nn.layers import Activation, Dropout
 from nnletters.nn.model import MLP
@@ -98,6 +99,28 @@ def test_fused_model_matches_numpy_in_evaluation(activation):
                 kernels="numba")
     assert same_bits(fused.forward(x), ref.forward(x))
     assert same_bits(fused.predict_proba(x), ref.predict_proba(x))
+
+
+AUGMENTS = {
+    "recipe": dict(translate=0.04, rotate=8, shear=12, scale=0.08, elastic_alpha=1.0,
+                   elastic_sigma=6, stroke=0.3),
+    "wild affine": dict(translate=0.3, rotate=45, shear=45, scale=0.5),
+    "elastic only": dict(elastic_alpha=3.0, elastic_sigma=4),
+}
+
+
+@pytest.mark.parametrize("fill", [0.0, 1.0])
+@pytest.mark.parametrize("kind", list(AUGMENTS))
+def test_resample_kernel_matches_numpy_bit_for_bit(kind, fill):
+    """Affine + elastic + strokes: the same draws, and the same pixels from one pass."""
+    cfg = AugmentConfig(enabled=True, **AUGMENTS[kind])
+    x = np.random.default_rng(0).random((40, 16 * 16), dtype=np.float32)
+    ref = Augmenter(cfg, 16, np.random.default_rng(1), fill)
+    fused = Augmenter(cfg, 16, np.random.default_rng(1), fill, kernels="numba")
+    for _ in range(3):
+        expected = ref(x.copy()).copy()
+        assert same_bits(fused(x.copy()), expected)
+        assert not same_bits(expected, x)
 
 
 # --------------------------------------------------------------------------- optimiser kernels
@@ -192,10 +215,12 @@ def test_auto_picks_numba_when_installed():
 
 def test_cli_runs_both_ways_end_identical_and_predict_never_imports_numba(letters_folder,
                                                                           tmp_path):
-    """The whole ``nnletters train`` (Trainer, EMA wiring, checkpoints) on both paths."""
+    """The whole ``nnletters train`` (Trainer, EMA wiring, augmentation, checkpoints) on
+    both paths."""
     config = tmp_path / "config.yaml"
     config.write_text(f"data: {{path: '{letters_folder}', val_fraction: 0.25, "
-                      "test_fraction: 0.25}\n"
+                      "test_fraction: 0.25, augment: {enabled: true, rotate: 10, "
+                      "elastic_alpha: 1.0, stroke: 0.3}}\n"
                       "model: {hidden: [16], dropout: 0.2}\n"
                       "optim: {name: adamw, lr: 0.01, weight_decay: 0.001, ema: 0.9}\n"
                       "train: {epochs: 3, batch_size: 8}\n")

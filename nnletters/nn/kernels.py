@@ -195,6 +195,41 @@ def activation_backward(da, a, act, mask):
             da[i, j] = d * _derivative(a[i, j], act)
 
 
+# --------------------------------------------------------------------------- augmentation
+
+
+def _clip(x, low, high):
+    # np.clip for float32: max then min, each keeping NaN
+    x = x if (x > low or x != x) else low
+    return x if (x < high or x != x) else high
+
+
+def resample(padded, src_x, src_y, disp_x, disp_y, out):
+    """Bilinear reading of framed images at (src + displacement): data/augment.py's
+    ``bilinear_sample`` after ``src += displacements``, one pass per output pixel.
+
+    padded (N, H, W) float32; src_x, src_y, out (N, P) float32; disp_x, disp_y (N, P) the
+    elastic displacements (empty: none)."""
+    n, h, w = padded.shape
+    elastic = disp_x.size > 0
+    x_max, y_max = np.float32(w - 2), np.float32(h - 2)
+    for i in prange(n):
+        for p in range(src_x.shape[1]):
+            fx, fy = src_x[i, p], src_y[i, p]
+            if elastic:
+                fx, fy = fx + disp_x[i, p], fy + disp_y[i, p]
+            fx = _clip(fx, np.float32(0.0), x_max)
+            fy = _clip(fy, np.float32(0.0), y_max)
+            x0, y0 = np.floor(fx), np.floor(fy)
+            fx, fy = fx - x0, fy - y0
+            r, c = int(y0), int(x0)
+            top = padded[i, r, c]
+            top = top + (padded[i, r, c + 1] - top) * fx
+            bottom = padded[i, r + 1, c]
+            bottom = bottom + (padded[i, r + 1, c + 1] - bottom) * fx
+            out[i, p] = top + (bottom - top) * fy
+
+
 # --------------------------------------------------------------------------- compiling
 
 V, M = "f4[::1]", "f4[:, ::1]"  # contiguous float32 vectors and C-order matrices
@@ -206,9 +241,10 @@ SIGNATURES = {
     "activation_forward": f"void({M}, {V}, i8, {M}, f4, f4, {M})",
     "negate_bias": f"void({M}, {V})",
     "activation_backward": f"void({M}, {M}, i8, {M})",
+    "resample": f"void(f4[:, :, ::1], {M}, {M}, {M}, {M}, {M})",
 }
 HELPERS = ("_decayed_grad", "_average", "_sgd", "_momentum", "_adam", "_activate",
-           "_derivative")
+           "_derivative", "_clip")
 EMPTY_VECTOR = np.empty(0, np.float32)
 EMPTY_MATRIX = np.empty((0, 0), np.float32)
 
