@@ -320,8 +320,11 @@ def _compile(numba) -> None:
     numba.set_num_threads(1)
     prange = numba.prange
     names = globals()
+    # error_model="numpy": x / 0 gives inf or nan as in NumPy; Python's ZeroDivisionError
+    # check would also put a branch in every division and stop the loop from vectorising.
     for name in HELPERS:
-        names[name] = numba.njit(cache=True)(names[name])
+        names[name] = numba.njit(cache=True, error_model="numpy")(names[name])
     for name, signature in SIGNATURES.items():
-        names[name] = numba.njit(signature, cache=True, parallel=True)(names[name])
+        names[name] = numba.njit(signature, cache=True, parallel=True,
+                                 error_model="numpy")(names[name])
     _compiled = True
