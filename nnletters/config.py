@@ -147,7 +147,7 @@ class TrainConfig:
                                          "(the 'tensorboard' extra)")
     kernels: str = _spec("auto", choices=("auto", "numpy", "numba"),
                          doc="numba: fused kernels, same results (the 'fast' extra); "
-                             "auto: numba when installed")
+                             "auto: numba when installed, for models of 500k+ parameters")
 
 
 @dataclass(frozen=True)

@@ -133,7 +133,7 @@ def build(cfg: Config, n_in: int, n_classes: int, rng: np.random.Generator,
           log: Callable[[str], None] = print) -> tuple[MLP, Any, Schedule]:
     """Model, optimiser and schedule for ``cfg``: the same path ``nnletters train`` takes.
     With numba kernels (train.kernels) they are compiled first, saying so in ``log``."""
-    kernels = resolve_kernels(cfg.train.kernels)
+    kernels = resolve_kernels(cfg.train.kernels, [n_in, *cfg.model.hidden, n_classes])
     if kernels == "numba":
         prepare_kernels(log)
     model = MLP.from_config(cfg.model, n_in, n_classes, rng, kernels=kernels)

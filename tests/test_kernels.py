@@ -205,12 +205,17 @@ def test_training_both_ways_gives_the_same_weights_bit_for_bit(activation):
     assert not same_bits(ref.theta, ref_ema.theta)  # the average is not the weights
 
 
-def test_auto_picks_numba_when_installed():
-    assert kernels.resolve("auto") == "numba"
-    assert kernels.resolve("numpy") == "numpy"
-    model, optimizer, _ = build(replace(small_config("relu", "auto")), 30, 5,
-                                np.random.default_rng(0), log=lambda line: None)
-    assert isinstance(optimizer, FusedStep) and model.kernels == "numba"
+def test_auto_picks_numba_for_large_models_when_installed():
+    assert kernels.resolve("auto", [784, 1024, 512, 10]) == "numba"   # 1.3M parameters
+    assert kernels.resolve("auto", [784, 256, 26]) == "numpy"         # the quickstart's 208k
+    assert kernels.resolve("numpy", [784, 1024, 512, 10]) == "numpy"
+    assert kernels.resolve("numba", [4, 3]) == "numba"
+    cfg = small_config("relu", "auto")
+    for hidden, expected in (([24, 16], "numpy"), ([1024], "numba")):  # 1.3k, 810k weights
+        cfg = replace(cfg, model=replace(cfg.model, hidden=hidden))
+        model, optimizer, _ = build(cfg, 784, 5, np.random.default_rng(0), log=print)
+        assert model.kernels == expected
+        assert isinstance(optimizer, FusedStep) == (expected == "numba")
 
 
 def test_cli_runs_both_ways_end_identical_and_predict_never_imports_numba(letters_folder,
