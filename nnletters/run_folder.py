@@ -379,7 +379,7 @@ def dry_run(cfg: Config, log: Callable[[str], None] = print) -> None:
     log(to_yaml(cfg).rstrip())
     splits = _load_splits(cfg, False, log)
     rng = np.random.default_rng(cfg.seed)
-    model, _, _ = build(cfg, splits.train.X.shape[1], len(splits.classes), rng)
+    model, _, _ = build(cfg, splits.train.X.shape[1], len(splits.classes), rng, kernels="numpy")
     log(model_summary(model))
 
 

@@ -130,10 +130,12 @@ def train_epoch(model: MLP, optimizer, X: F32, y: NDArray[np.int64], batch_size:
 
 
 def build(cfg: Config, n_in: int, n_classes: int, rng: np.random.Generator,
-          log: Callable[[str], None] = print) -> tuple[MLP, Any, Schedule]:
+          log: Callable[[str], None] = print, kernels: str | None = None
+          ) -> tuple[MLP, Any, Schedule]:
     """Model, optimiser and schedule for ``cfg``: the same path ``nnletters train`` takes.
-    With numba kernels (train.kernels) they are compiled first, saying so in ``log``."""
-    kernels = resolve_kernels(cfg.train.kernels, [n_in, *cfg.model.hidden, n_classes])
+    With numba kernels (train.kernels, or ``kernels`` when given) they are compiled first,
+    saying so in ``log``."""
+    kernels = resolve_kernels(kernels or cfg.train.kernels, [n_in, *cfg.model.hidden, n_classes])
     if kernels == "numba":
         prepare_kernels(log)
     model = MLP.from_config(cfg.model, n_in, n_classes, rng, kernels=kernels)

@@ -283,3 +283,14 @@ def test_first_compile_says_so_and_later_runs_load_the_cache(tmp_path):
     assert not outputs[0].endswith("misses 0\n")
     assert outputs[1] == "misses 0\n"
     assert any((tmp_path / "numba").rglob("*.nbc"))
+
+
+def test_dry_run_shows_the_reference_layers_of_a_large_model(letters_folder):
+    """auto would pick numba for 800k parameters; a dry run trains nothing, so it neither
+    compiles kernels nor shows the fused layers, but the model the NumPy code reads."""
+    result = CliRunner().invoke(main, ["train", "--dry-run", "--set", f"data.path={letters_folder}",
+                                       "--set", "model.hidden=[1024]",
+                                       "--set", "model.dropout=0.2"])
+    assert result.exit_code == 0, result.output
+    assert "Dense (784 -> 1024)" in result.output and "Dropout (0.2)" in result.output
+    assert "Fused" not in result.output
