@@ -123,6 +123,24 @@ def test_resample_kernel_matches_numpy_bit_for_bit(kind, fill):
         assert not same_bits(expected, x)
 
 
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_batch_norm_models_train_bit_for_bit(activation):
+    """With batch norm the hidden Dense layers have no bias: the fused layer adds none."""
+    x = np.random.default_rng(1).random((16, 12), dtype=np.float32)
+    y = np.random.default_rng(2).integers(0, 3, 16)
+    models = [MLP([12, 10, 6, 3], activation, dropout=0.2, rng=np.random.default_rng(0),
+                  batch_norm=True, kernels=kind) for kind in ("numpy", "numba")]
+    optimizers = [build_optimizer(OptimConfig(name="adam", lr=0.01), m, m.kernels)
+                  for m in models]
+    for _ in range(3):
+        for model, optimizer in zip(models, optimizers, strict=True):
+            model.train_step(x, y)
+            optimizer.step(0.01)
+    assert same_bits(models[1].theta, models[0].theta)
+    assert same_bits(models[1].state_dict()["1/running_var"],
+                     models[0].state_dict()["1/running_var"])
+
+
 # --------------------------------------------------------------------------- optimiser kernels
 
 

@@ -50,7 +50,8 @@ class FusedActivation(Activation):
         b = self.dense.b if self.dense is not None and self.dense.b is not None \
             else kernels.EMPTY_VECTOR
         if self.name == "tanh":  # NumPy's tanh: the kernel's libm tanh rounds differently
-            z += b
+            if b.size:
+                z += b
             np.tanh(z, out=z)
             b = kernels.EMPTY_VECTOR
         elif self.name == "sigmoid":  # -(z + b), then NumPy's exp, then 1 / (1 + e)
