@@ -145,6 +145,9 @@ class TrainConfig:
                                         "saturated units, in every metrics row")
     tensorboard: bool = _spec(False, doc="TensorBoard event files in RUN/tensorboard/ "
                                          "(the 'tensorboard' extra)")
+    kernels: str = _spec("auto", choices=("auto", "numpy", "numba"),
+                         doc="numba: fused kernels, same results (the 'fast' extra); "
+                             "auto: numba when installed, for models of 500k+ parameters")
 
 
 @dataclass(frozen=True)

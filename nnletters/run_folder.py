@@ -299,7 +299,7 @@ def _make_trainer(cfg: Config, splits, run_dir: Path, progress: bool,
 
     train = splits.train
     rng = np.random.default_rng(cfg.seed)
-    model, optimizer, schedule = build(cfg, train.X.shape[1], len(splits.classes), rng)
+    model, optimizer, schedule = build(cfg, train.X.shape[1], len(splits.classes), rng, log)
     meta = model_meta(cfg, model, splits.classes, train.X)
     log(f"model: {model.describe()}, {model.theta.size:,} parameters; optimiser "
         f"{cfg.optim.name} lr {cfg.optim.lr:g}; run folder {run_dir}")
@@ -309,7 +309,7 @@ def _make_trainer(cfg: Config, splits, run_dir: Path, progress: bool,
                       default_callbacks(cfg, progress, log, callbacks))
     # Pixels shifted in from outside the image take the background's value.
     augmenter = Augmenter(cfg.data.augment, cfg.data.image_size, rng,
-                          fill=0.0 if meta["light_on_dark"] else 1.0)
+                          fill=0.0 if meta["light_on_dark"] else 1.0, kernels=model.kernels)
     if augmenter.active:
         trainer.transform = augmenter
         log(f"augmentation: {augmenter.describe()}")
@@ -379,7 +379,7 @@ def dry_run(cfg: Config, log: Callable[[str], None] = print) -> None:
     log(to_yaml(cfg).rstrip())
     splits = _load_splits(cfg, False, log)
     rng = np.random.default_rng(cfg.seed)
-    model, _, _ = build(cfg, splits.train.X.shape[1], len(splits.classes), rng)
+    model, _, _ = build(cfg, splits.train.X.shape[1], len(splits.classes), rng, kernels="numpy")
     log(model_summary(model))
 
 

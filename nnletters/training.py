@@ -31,6 +31,8 @@ from nnletters.config import Config, to_dict
 from nnletters.errors import CheckpointError, ConfigError, NNLettersError, TrainingError
 from nnletters.evaluation import evaluate_loss_accuracy
 from nnletters.nn.ema import EMA, buffer_refs
+from nnletters.nn.kernels import prepare as prepare_kernels
+from nnletters.nn.kernels import resolve as resolve_kernels
 from nnletters.nn.model import MLP
 from nnletters.nn.optim import build_optimizer
 from nnletters.nn.schedules import Schedule
@@ -127,11 +129,17 @@ def train_epoch(model: MLP, optimizer, X: F32, y: NDArray[np.int64], batch_size:
     return total_loss / n, total_correct / n
 
 
-def build(cfg: Config, n_in: int, n_classes: int, rng: np.random.Generator
+def build(cfg: Config, n_in: int, n_classes: int, rng: np.random.Generator,
+          log: Callable[[str], None] = print, kernels: str | None = None
           ) -> tuple[MLP, Any, Schedule]:
-    """Model, optimiser and schedule for ``cfg``: the same path ``nnletters train`` takes."""
-    model = MLP.from_config(cfg.model, n_in, n_classes, rng)
-    optimizer = build_optimizer(cfg.optim, model)
+    """Model, optimiser and schedule for ``cfg``: the same path ``nnletters train`` takes.
+    With numba kernels (train.kernels, or ``kernels`` when given) they are compiled first,
+    saying so in ``log``."""
+    kernels = resolve_kernels(kernels or cfg.train.kernels, [n_in, *cfg.model.hidden, n_classes])
+    if kernels == "numba":
+        prepare_kernels(log)
+    model = MLP.from_config(cfg.model, n_in, n_classes, rng, kernels=kernels)
+    optimizer = build_optimizer(cfg.optim, model, kernels)
     mode = "min" if cfg.train.early_stopping.monitor == "val_loss" else "max"
     schedule = Schedule(cfg.schedule, cfg.optim.lr, cfg.train.epochs, mode)
     return model, optimizer, schedule
@@ -225,7 +233,7 @@ class Trainer:
         self.state = TrainState()
         self.transform: Callable[[F32], F32] | None = None  # augmentation of each batch
         # optim.ema: the averaged weights are the ones validated, kept as best, and returned.
-        self.ema = EMA(model, cfg.optim.ema) if cfg.optim.ema else None
+        self.ema = EMA(model, cfg.optim.ema, optimizer) if cfg.optim.ema else None
         self.best = BestWeights(model, self.ema)
         self.signals = SignalGuard(self._interrupted)
         self._saved_epoch = 0  # epoch of the newest complete checkpoint on disk

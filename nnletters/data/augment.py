@@ -44,8 +44,15 @@ class Augmenter:
     """
 
     def __init__(self, cfg, image_size: int, rng: np.random.Generator,
-                 fill: float = 0.0) -> None:
+                 fill: float = 0.0, kernels: str = "numpy") -> None:
+        """``kernels="numba"`` resamples with nn/kernels.py's ``resample``: the same pixels,
+        bit for bit, in one pass instead of ~15."""
         self.cfg, self.size, self.rng = cfg, image_size, rng
+        self.kernels = kernels
+        if kernels == "numba":
+            from nnletters.nn import kernels as compiled
+
+            compiled.prepare()
         self.fill = np.float32(fill)
         self.affine = cfg.enabled and (cfg.translate > 0 or cfg.rotate > 0 or cfg.shear > 0
                                        or cfg.scale > 0)
@@ -83,14 +90,29 @@ class Augmenter:
         if not (self.affine or self.elastic):
             out.reshape(n, s, s)[...] = padded[:, 1:s + 1, 1:s + 1]
             return out
+        if self.kernels == "numba":
+            return self._resample_fused(padded, out)
         src_x, src_y = self._source_coordinates(n)
         return bilinear_sample(padded, src_x, src_y, out=out, work=self.work)
 
+    def _resample_fused(self, padded: F32, out: F32) -> F32:
+        """The same draws and coordinates as below; displacement and sampling fused."""
+        from nnletters.nn import kernels
+
+        n = padded.shape[0]
+        src_x, src_y = self._source_coordinates(n, elastic=False)
+        disp = kernels.EMPTY_MATRIX
+        if self.elastic:
+            disp = self._displacements(n).reshape(2 * n, self.size * self.size)
+        kernels.resample(padded, src_x, src_y, disp[:n], disp[n:], out)
+        return out
+
     # ----------------------------------------------------------------- geometry
 
-    def _source_coordinates(self, n: int) -> tuple[F32, F32]:
+    def _source_coordinates(self, n: int, elastic: bool = True) -> tuple[F32, F32]:
         """Where each output pixel reads the framed source (``frame``'s pixels, one more than
-        the image's): two (N, S*S) float32 arrays (x, y)."""
+        the image's): two (N, S*S) float32 arrays (x, y); ``elastic=False`` leaves the
+        displacements out (the caller adds them)."""
         s = self.size
         coef = self.work.get("coef", (2 * n, 3))
         if self.affine:
@@ -101,7 +123,7 @@ class Augmenter:
             coef[n:, 1] = 1.0   # src_y = y
         coef[:, 2] += 1.0       # image pixel (x, y) is framed pixel (x + 1, y + 1)
         src = np.matmul(coef, self.grid, out=self.work.get("src", (2 * n, s * s)))
-        if self.elastic:
+        if self.elastic and elastic:
             src += self._displacements(n).reshape(2 * n, s * s)
         return src[:n], src[n:]
 

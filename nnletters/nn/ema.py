@@ -32,7 +32,9 @@ BLOCK = 1 << 16
 class EMA:
     """Shadow copy of ``model.theta`` (and its buffers), updated by ``update()``."""
 
-    def __init__(self, model, decay: float) -> None:
+    def __init__(self, model, decay: float, optimizer=None) -> None:
+        """``optimizer``: when it is a fused one (nn/fused.py), it updates the average in its
+        own pass over the weights, and ``update`` has nothing left to do."""
         if not 0.0 < decay < 1.0:
             raise ValueError(f"EMA decay must be in (0, 1), got {decay}")
         self.model, self.decay = model, decay
@@ -41,23 +43,34 @@ class EMA:
                                         for key, layer, name in buffer_refs(model)}
         self.updates = 0
         self._scratch = np.empty_like(self.theta)  # swap space; its head is update's block
+        self.fused = hasattr(optimizer, "attach_ema")
+        if self.fused:
+            optimizer.attach_ema(self)
 
     def current_decay(self) -> float:
         return min(self.decay, (1.0 + self.updates) / (10.0 + self.updates))
 
     def update(self) -> None:
         """theta_ema += (1 - d) (theta - theta_ema): one step of the average, in place."""
-        self.updates += 1
-        rate = self.theta.dtype.type(1.0 - self.current_decay())
+        if self.fused:
+            return  # the optimiser's step did it (and called advance)
+        rate = self.advance()
         live, shadow = self.model.theta, self.theta
         for start in range(0, live.size, BLOCK):
             part = shadow[start:start + BLOCK]
             diff = np.subtract(live[start:start + BLOCK], part, out=self._scratch[:part.size])
             diff *= rate
             part += diff
+
+    def advance(self) -> np.floating:
+        """Count one update, average the buffers, and return the rate 1 - d (float32) with
+        which the weights are to be averaged."""
+        self.updates += 1
+        rate = self.theta.dtype.type(1.0 - self.current_decay())
         for key, layer, name in buffer_refs(self.model):
             shadow = self.buffers[key]
             shadow += (getattr(layer, name) - shadow) * rate
+        return rate
 
     def swap(self) -> None:
         """Exchange the model's weights (and buffers) with the averaged ones."""

@@ -23,12 +23,18 @@ class MLP:
     def __init__(self, sizes: list[int], activation: str = "relu", init: str = "he",
                  dropout: float = 0.0, loss: str = "cross_entropy",
                  rng: np.random.Generator | None = None, label_smoothing: float = 0.0,
-                 batch_norm: bool = False, dtype: type = np.float32) -> None:
+                 batch_norm: bool = False, dtype: type = np.float32,
+                 kernels: str = "numpy") -> None:
         """sizes = [n_in, hidden..., n_classes]; rng draws the initial weights and dropout.
 
-        dtype is float32 for everything real; gradient checks build a float64 twin."""
+        dtype is float32 for everything real; gradient checks build a float64 twin.
+        kernels="numba" (float32 only) puts the fused layers of nn/fused.py after each hidden
+        Dense layer: the same maths, parameters and random draws in fewer passes."""
         if rng is None:
             raise ValueError("MLP needs an explicit numpy.random.Generator")
+        if kernels == "numba" and np.dtype(dtype) != np.float32:
+            raise ValueError("the numba kernels are float32 only")
+        self.kernels = kernels
         self.sizes = list(sizes)
         self.activation, self.init, self.dropout = activation, init, dropout
         self.loss_name, self.label_smoothing = loss, label_smoothing
@@ -42,22 +48,31 @@ class MLP:
 
     @classmethod
     def from_config(cls, cfg, n_in: int, n_classes: int, rng: np.random.Generator,
-                    dtype: type = np.float32) -> MLP:
+                    dtype: type = np.float32, kernels: str = "numpy") -> MLP:
         """Build from a ``ModelConfig``."""
         return cls([n_in, *cfg.hidden, n_classes], cfg.activation, cfg.init, cfg.dropout,
-                   cfg.loss, rng, cfg.label_smoothing, cfg.batch_norm, dtype)
+                   cfg.loss, rng, cfg.label_smoothing, cfg.batch_norm, dtype, kernels)
 
     def _build_layers(self, rng: np.random.Generator) -> list[Layer]:
         layers: list[Layer] = []
         n_dense = len(self.sizes) - 1
         for i, (fan_in, fan_out) in enumerate(zip(self.sizes[:-1], self.sizes[1:], strict=True)):
             last = i == n_dense - 1
-            layers.append(Dense(fan_in, fan_out, self.init, rng, needs_input_grad=i > 0,
-                                bias=last or not self.batch_norm))
+            fused = self.kernels == "numba" and not last and not self.batch_norm
+            if self.kernels == "numba":
+                from nnletters.nn.fused import FusedActivation, FusedDense
+            dense = (FusedDense if fused else Dense)(
+                fan_in, fan_out, self.init, rng, needs_input_grad=i > 0,
+                bias=last or not self.batch_norm)
+            layers.append(dense)
             if last:
                 break  # the last Dense gives the logits; the loss applies the output function
             if self.batch_norm:
                 layers.append(BatchNorm(fan_out))
+            if self.kernels == "numba":  # bias (unless batch norm), activation, dropout
+                layers.append(FusedActivation(self.activation, dense if fused else None,
+                                              self.dropout, rng))
+                continue
             layers.append(Activation(self.activation))
             if self.dropout > 0:
                 layers.append(Dropout(self.dropout, rng))

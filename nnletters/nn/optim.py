@@ -133,14 +133,17 @@ class Adam(Optimizer):
         self.t = 0
 
     def step(self, lr: float) -> None:
+        self.count_step(lr)
+        super().step(lr)
+
+    def count_step(self, lr: float) -> None:
+        """t <- t + 1, and the bias corrections folded into two scalars:
+            lr m_hat / (sqrt(v_hat) + eps) = lr_t m / (sqrt(v) + eps_t)
+        with lr_t = lr sqrt(1 - b2^t) / (1 - b1^t) and eps_t = eps sqrt(1 - b2^t)."""
         self.t += 1
-        # Bias corrections folded into two scalars:
-        #   lr m_hat / (sqrt(v_hat) + eps) = lr_t m / (sqrt(v) + eps_t)
-        # with lr_t = lr sqrt(1 - b2^t) / (1 - b1^t) and eps_t = eps sqrt(1 - b2^t).
         root = math.sqrt(1.0 - self.beta2 ** self.t)  # Python floats keep float32 (NEP 50)
         self._lr_t = lr * root / (1.0 - self.beta1 ** self.t)
         self._eps_t = self.eps * root
-        super().step(lr)
 
     def add_weight_decay(self, block: slice, lr: float) -> None:
         if not self.decoupled:
@@ -182,14 +185,20 @@ class Adam(Optimizer):
         self.t = int(state["t"])
 
 
-def build_optimizer(cfg, model) -> Optimizer:
-    """An optimiser from an ``OptimConfig`` for ``model``."""
+def build_optimizer(cfg, model, kernels: str = "numpy") -> Optimizer:
+    """An optimiser from an ``OptimConfig`` for ``model``; ``kernels="numba"`` gives the
+    fused twin (nn/fused.py), which updates the same state to the same values."""
+    sgd, momentum, adam = SGD, Momentum, Adam
+    if kernels == "numba":
+        from nnletters.nn.fused import FusedAdam as adam
+        from nnletters.nn.fused import FusedMomentum as momentum
+        from nnletters.nn.fused import FusedSGD as sgd
     if cfg.name == "sgd":
-        return SGD(model, cfg.weight_decay, cfg.max_norm)
+        return sgd(model, cfg.weight_decay, cfg.max_norm)
     if cfg.name in ("momentum", "nesterov"):
-        return Momentum(model, cfg.momentum, cfg.weight_decay, nesterov=cfg.name == "nesterov",
+        return momentum(model, cfg.momentum, cfg.weight_decay, nesterov=cfg.name == "nesterov",
                         max_norm=cfg.max_norm)
     if cfg.name in ("adam", "adamw"):
-        return Adam(model, cfg.beta1, cfg.beta2, cfg.eps, cfg.weight_decay,
+        return adam(model, cfg.beta1, cfg.beta2, cfg.eps, cfg.weight_decay,
                     decoupled=cfg.name == "adamw", max_norm=cfg.max_norm)
     raise ValueError(f"unknown optimiser {cfg.name!r}")
