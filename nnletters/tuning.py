@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import statistics
 import subprocess
@@ -345,14 +346,21 @@ class Objective:
         import optuna
 
         sweep, self.current = self.sweep, trial._trial_id
-        folder = claim(trial.study, trial, total_trials(sweep))
+        try:
+            folder = claim(trial.study, trial, total_trials(sweep))
+        except Surplus as exc:
+            trial.set_user_attr("surplus", str(exc))
+            raise
         for key, value in (("folder", folder), ("host", socket.gethostname()),
                            ("pid", os.getpid()), ("blas_threads", blas_threads())):
             trial.set_user_attr(key, value)
         params = {p.key: p.decode(suggest(trial, p)) for p in sweep.space}
+        runs: list[Any] = []
         try:
-            runs = [self._run(trial, folder, params, seed, i) for i, seed in
-                    enumerate(sweep.seeds)]
+            for i, seed in enumerate(sweep.seeds):
+                runs.append(self._run(trial, folder, params, seed, i))
+                if _pruned(runs[0]):
+                    break  # the other seeds would not change the verdict
         except KeyboardInterrupt:
             trial.set_user_attr("interrupted", True)
             raise
@@ -361,7 +369,7 @@ class Objective:
             self.log(f"trial {trial.number} ({folder}): failed: {exc}")
             raise
         value = record_runs(trial, runs, sweep.seeds)
-        if runs[0].summary.get("stop_reason", "") and "pruned" in runs[0].summary["stop_reason"]:
+        if _pruned(runs[0]):
             epoch = runs[0].summary["epochs_run"]
             trial.set_user_attr("pruned_epoch", epoch)
             self.log(f"trial {trial.number} ({folder}): pruned at epoch {epoch}")
@@ -385,6 +393,10 @@ class Objective:
         items = [p.override(params[p.key]) for p in sweep.space]
         cfg = trial_config(sweep, items, seed, folder)
         return nnletters.train(cfg, out=run_dir, callbacks=[report])
+
+
+def _pruned(run: Any) -> bool:
+    return "pruned by Optuna" in (run.summary.get("stop_reason") or "")
 
 
 def trial_config(sweep: Sweep, items: list[str], seed: int, folder: str) -> Any:
@@ -513,22 +525,28 @@ def worker_args(sweep: Sweep) -> list[str]:
 
 def run_workers(sweep: Sweep, workers: int, log: Callable[[str], None]) -> None:
     """K worker processes on this machine, each with cores/K BLAS threads; waits for all.
-    A KeyboardInterrupt (Ctrl-C reaches every worker of the terminal's process group) waits
-    for them to queue their trials, then propagates."""
+    Ctrl-C or SIGTERM here is passed on to each worker as one SIGINT; once they have
+    queued their trials again, the KeyboardInterrupt propagates."""
     open_study(sweep)  # storage tables and study made once, not raced by the workers
     threads = max(1, cores() // workers)
     log(f"{workers} workers, {threads} BLAS thread(s) each")
     cmd = [sys.executable, "-m", "nnletters", "tune", *worker_args(sweep)]
-    procs = [subprocess.Popen(cmd, env=worker_env(threads)) for _ in range(workers)]
+    # Their own sessions: Ctrl-C reaches this process only, which passes one SIGINT on (a
+    # second one would stop a worker at once, in the middle of a write).
+    procs = [subprocess.Popen(cmd, env=worker_env(threads), start_new_session=True)
+             for _ in range(workers)]
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         codes = [p.wait() for p in procs]
     except KeyboardInterrupt:
         for p in procs:
             with contextlib.suppress(ProcessLookupError):
-                p.send_signal(2)  # SIGINT: the same as Ctrl-C in the terminal
+                p.send_signal(signal.SIGINT)
         for p in procs:
             p.wait()
         raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     bad = [c for c in codes if c != 0]
     if bad:
         raise TuneError(f"{len(bad)} of {workers} workers failed (exit code "
