@@ -25,7 +25,7 @@ import statistics
 import subprocess
 import sys
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -224,9 +224,10 @@ def grid_size(sweep: Sweep) -> int:
 
 
 def total_trials(sweep: Sweep) -> int:
-    if sweep.n_trials is not None:
-        return sweep.n_trials
-    return grid_size(sweep) if sweep.grid else 20
+    """--trials, at most the grid's size with --grid (default: the grid, or 20)."""
+    if sweep.grid:
+        return min(sweep.n_trials or grid_size(sweep), grid_size(sweep))
+    return sweep.n_trials or 20
 
 
 # --------------------------------------------------------------------------- bookkeeping
@@ -551,21 +552,6 @@ def run_workers(sweep: Sweep, workers: int, log: Callable[[str], None]) -> None:
     if bad:
         raise TuneError(f"{len(bad)} of {workers} workers failed (exit code "
                         f"{', '.join(map(str, bad))}); run the same command again to go on")
-
-
-@contextlib.contextmanager
-def limited_blas(threads: int | None) -> Iterator[None]:
-    """Cap this process's BLAS pools (when threadpoolctl is there) on top of the env vars."""
-    if threads is None:
-        yield
-        return
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        yield
-        return
-    with threadpool_limits(limits=threads, user_api="blas"):
-        yield
 
 
 def check_storage_arg(storage: str | None) -> None:
