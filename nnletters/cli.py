@@ -509,8 +509,9 @@ def tune_command(config_path: str | None, space_path: str | None, n_trials: int 
             tuning.run_workers(sweep, workers, click.echo)
     except KeyboardInterrupt as exc:
         if not worker:  # the command that started the workers says it, once
+            args = sys.argv[sys.argv.index("tune") + 1:] if "tune" in sys.argv else []
             click.echo(f"Interrupted; the study is kept. Go on with: nnletters tune "
-                       f"{' '.join(shlex.quote(a) for a in sys.argv[2:])}", err=True)
+                       f"{' '.join(shlex.quote(a) for a in args)}", err=True)
         sys.exit(getattr(exc, "exit_code", 130))
     if not worker:
         click.echo(tuning_results.status(sweep, log=click.echo))
