@@ -76,6 +76,9 @@ def history_png(rows: list[dict[str, Any]]) -> bytes:
         best_line.append(best if best > -math.inf else math.nan)
     ax.step(range(1, len(ordered) + 1), best_line, where="post", color="C1",
             label="best so far")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("trials finished (hollow: pruned, value at the stop)")
     ax.set_ylabel("best val accuracy (%)")
     ax.set_title("Value per trial, in the order they finished")
@@ -97,6 +100,8 @@ def params_png(rows: list[dict[str, Any]]) -> bytes:
         points = [(r["params"][key], 100 * r["value"], r["state"] != "COMPLETE")
                   for r in rows if key in r["params"]]
         _param_panel(ax, key, points)
+        if any(r["log_params"].get(key) for r in rows):
+            ax.set_xscale("log")
     for ax in axes[len(keys):]:
         ax.set_visible(False)
     return _figure_png(fig)
@@ -110,6 +115,7 @@ def _param_panel(ax: Any, key: str, points: list[tuple[Any, float, bool]]) -> No
         ax.plot([pos], [y], "o", mfc="none" if pruned else "C0", mec="C0")
     if categorical:
         ax.set_xticks(range(len(labels)), labels, rotation=20, fontsize=8)
+        ax.set_xlim(-0.5, len(labels) - 0.5)
     ax.set_title(key)
     ax.set_ylabel("val accuracy (%)")
     ax.grid(True, alpha=0.3)

@@ -77,6 +77,8 @@ def _row(t: Any) -> dict[str, Any]:
             "spread": a.get("spread"), "test_accuracy": a.get("test_accuracy"),
             "epochs": max(epochs) if epochs else None, "seconds": seconds,
             "params": dict(t.params), "error": a.get("error", ""),
+            "log_params": {k: bool(getattr(d, "log", False))
+                           for k, d in t.distributions.items()},
             "stop_reason": a.get("stop_reason") or "", "config": a.get("config"),
             "finished": t.datetime_complete.isoformat() if t.datetime_complete else "",
             "resumed": any(k.startswith("resumed_from") and v for k, v in a.items())}
