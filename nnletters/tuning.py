@@ -152,7 +152,8 @@ def open_study(sweep: Sweep, create: bool = True) -> Any:
     """Create or load the study; refuses one created with another space or seeds."""
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # ERROR: a failed trial is one line of ours, not Optuna's warning with a traceback
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     if create:
         _make_out(sweep.out)
     storage = open_storage(sweep.storage_url)
