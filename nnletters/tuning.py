@@ -354,7 +354,8 @@ class Objective:
             trial.set_user_attr("surplus", str(exc))
             raise
         for key, value in (("folder", folder), ("host", socket.gethostname()),
-                           ("pid", os.getpid()), ("blas_threads", blas_threads())):
+                           ("pid", os.getpid()), ("blas_threads", blas_threads()),
+                           ("interrupted", False)):  # a retry starts afresh
             trial.set_user_attr(key, value)
         params = {p.key: p.decode(suggest(trial, p)) for p in sweep.space}
         runs: list[Any] = []
