@@ -507,3 +507,86 @@ def lr_find(config_path: str, overrides: tuple[str, ...], min_lr: float, max_lr:
     click.echo(f"stopped after {len(result.lrs)} steps: {result.stop_reason}")
     click.echo(suggestion_line(result) + f"; the config has optim.lr {cfg.optim.lr:g}")
     click.echo(f"wrote {write_lr_find(result, out)}")
+
+
+# --------------------------------------------------------------------------- tune
+
+
+def _parse_seeds(_ctx: click.Context, _param: click.Parameter,
+                 text: str | None) -> tuple[int, ...]:
+    if not text:
+        return ()
+    try:
+        seeds = tuple(int(s) for s in text.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected seeds like 0,1,2, got {text!r}") from None
+    if any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise click.BadParameter(f"expected distinct seeds >= 0, got {text!r}")
+    return seeds
+
+
+@main.command("tune")
+@config_option
+@click.option("--space", "space_path", type=click.Path(dir_okay=False),
+              help="YAML mapping dotted config keys to distributions (log_uniform, uniform, "
+                   "int, choice).")
+@click.option("--trials", "n_trials", type=click.IntRange(min=1),
+              help="Total trials of the study, over every run of this command "
+                   "(default: 20, or the grid's size).")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Trials at once on this machine, each with cores/K BLAS threads.")
+@click.option("--storage", help="Optuna storage shared by workers: sqlite:///PATH, "
+                                "postgresql://USER@HOST/DB, mysql://..., or journal:PATH "
+                                "(default: sqlite OUT/study.db).")
+@click.option("--study", "study_name", help="Study name (default: the base config's name).")
+@click.option("--out", type=click.Path(file_okay=False),
+              help="Sweep folder (default: sweeps/<study>).")
+@click.option("--seeds", callback=_parse_seeds, metavar="0,1,2",
+              help="Train each trial once per seed; its value is the mean.")
+@set_option
+@click.option("--pruner", type=click.Choice(["none", "median", "hyperband"]),
+              default="median", show_default=True, help="Stops hopeless trials early.")
+@click.option("--grid", is_flag=True, help="Try every combination (choice and int entries).")
+@click.option("--status", "status_dir", is_flag=False, flag_value="", default=None,
+              metavar="[DIR]", help="Show the leaderboard of the sweep in DIR (or of "
+                                    "--storage/--study) and write its files; train nothing.")
+@click.option("--worker", is_flag=True, hidden=True)
+@handle_errors
+def tune_command(config_path: str | None, space_path: str | None, n_trials: int | None,
+                 workers: int, storage: str | None, study_name: str | None, out: str | None,
+                 seeds: tuple[int, ...], overrides: tuple[str, ...], pruner: str, grid: bool,
+                 status_dir: str | None, worker: bool) -> None:
+    """Search hyper-parameters with Optuna: each trial is a run folder SWEEP/trials/NNNN/.
+
+    Re-running the same command continues the study (--trials is a total); trials killed
+    mid-run are resumed from their last.npz. Ctrl-C exits 130."""
+    from nnletters import tuning, tuning_results
+
+    tuning.check_storage_arg(storage)
+    if status_dir is not None:
+        folder = out or status_dir or ("" if storage else ".")
+        sweep = tuning.Sweep(base="", space_path="", out=Path(folder) if folder else None,
+                             storage=storage, study=study_name)
+        click.echo(tuning_results.status(sweep, log=click.echo))
+        return
+    if config_path is None or space_path is None:
+        raise click.UsageError("Missing option '--config' or '--space' (or use --status).")
+    sweep = tuning.prepare(tuning.Sweep(
+        base=config_path, space_path=space_path, out=Path(out or "sweeps/_"),
+        n_trials=n_trials, overrides=overrides, storage=storage, study=study_name,
+        seeds=seeds, pruner=pruner, grid=grid))
+    if out is None:
+        sweep.out = Path("sweeps") / str(sweep.study)
+    try:
+        if worker or workers == 1:
+            tuning.work(sweep, click.echo)
+        else:
+            tuning.run_workers(sweep, workers, click.echo)
+    except KeyboardInterrupt as exc:
+        if not worker:  # the command that started the workers says it, once
+            args = sys.argv[sys.argv.index("tune") + 1:] if "tune" in sys.argv else []
+            click.echo(f"Interrupted; the study is kept. Go on with: nnletters tune "
+                       f"{' '.join(shlex.quote(a) for a in args)}", err=True)
+        sys.exit(getattr(exc, "exit_code", 130))
+    if not worker:
+        click.echo(tuning_results.status(sweep, log=click.echo))

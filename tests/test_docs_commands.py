@@ -26,6 +26,7 @@ FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
 TINY = {
     "train": ["--set", "train.epochs=1", "--set", "data.synthetic.per_class=8",
               "--set", "model.hidden=[32]"],
+    "tune": ["--trials", "2", "--set", "train.epochs=1", "--set", "data.synthetic.per_class=8"],
 }
 REPLACE = [(r"--per-class \d+", "--per-class 4")]
 
@@ -52,8 +53,8 @@ def tiny(command: str) -> list[str]:
     args = shlex.split(command)
     verb = args[1]
     extra = TINY.get(verb, [])
-    if verb == "train" and "--resume" in args:
-        extra = []  # a resume keeps the run's own config
+    if (verb == "train" and "--resume" in args) or (verb == "tune" and "--status" in args):
+        extra = []  # a resume keeps the run's own config; --status trains nothing
     return [sys.executable, "-m", "nnletters", *args[1:], *extra]
 
 
