@@ -150,6 +150,18 @@ def to_unit_float(pixels: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
     return np.divide(pixels, np.float32(255.0), dtype=np.float32)
 
 
+def gather_unit_float(pixels: npt.NDArray[np.uint8], index: npt.NDArray[np.integer],
+                      chunk: int = 8192) -> npt.NDArray[np.float32]:
+    """``to_unit_float(pixels[index])``, bit for bit, without its uint8 temporary of the
+    whole selection: rows are gathered and converted ``chunk`` at a time into the result.
+    pixels: (N, D) uint8, index: (M,) -> (M, D) float32, C-contiguous."""
+    out = np.empty((len(index), *pixels.shape[1:]), dtype=np.float32)
+    for start in range(0, len(index), chunk):
+        rows = pixels[index[start:start + chunk]]
+        np.divide(rows, np.float32(255.0), out=out[start:start + chunk], dtype=np.float32)
+    return out
+
+
 def read_file_gray(path: str | Path) -> npt.NDArray[np.uint8]:
     """An image file -> (H, W) uint8 gray; DataError names the file."""
     path = Path(path)
