@@ -66,6 +66,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="more config overrides for the train command")
     p.add_argument("--kernels", choices=KERNELS, help="nnletters' train.kernels")
     p.add_argument("--workers", type=int, default=0, help="data.workers for decoding (0: auto)")
+    p.add_argument("--threads", type=int,
+                   help="BLAS threads of the phases (OPENBLAS_NUM_THREADS; default: as found)")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.add_argument("--save", help="also write the JSON report to this file")
     p.add_argument("--keep-blas-env", action="store_true",
@@ -210,7 +212,9 @@ def measure(args: argparse.Namespace, argv: list[str], folder: Path, n: int) -> 
             print(f"{n} images: {phase} ...", file=sys.stderr)
             cmd = [sys.executable, script, *argv, "--worker", phase, "--data", str(data),
                    "--cache-dir", cache, "--keep-blas-env"]
-            row[phase] = run_json(cmd, f"{phase} at {n} images", cwd=ROOT)
+            env = dict(os.environ, **({"OPENBLAS_NUM_THREADS": str(args.threads)}
+                                      if args.threads else {}))
+            row[phase] = run_json(cmd, f"{phase} at {n} images", cwd=ROOT, env=env)
             row[phase]["peak_growth"] = row[phase]["peak_rss"] - row[phase]["base_rss"]
     data_bytes = n * (args.image_size ** 2 * 4 + 8)  # float32 pixels + int64 labels
     model_bytes = row["train"]["n_params"] * 4 * model_slots(args)
@@ -238,7 +242,8 @@ def print_report(report: dict) -> None:
           f"{report['image_size']}x{report['image_size']} PNG from {report['folder']}"
           + (f" (rendered in {report['synth_seconds']:.0f} s)" if report["synth_seconds"]
              else ""))
-    print(describe_blas_env(report["openblas_env"]))
+    print(describe_blas_env(report["openblas_env"])
+          + (f"; {report['threads']} BLAS thread(s)" if report["threads"] else ""))
     print(f"load average {report['load_average'][0]:.1f} at the start, "
           f"{report['load_average'][1]:.1f} at the end\n")
     head = (f"{'images':>8} {'decode s':>9} {'peak MiB':>9} {'load s':>7} {'peak MiB':>9} "
@@ -276,6 +281,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = [measure(args, argv, folder, n) for n in args.sizes]
     load.append(os.getloadavg()[0])
     report = {"config": args.config, "overrides": args.set, "kernels": args.kernels,
+              "threads": args.threads,
               "letters": args.letters, "image_size": args.image_size, "folder": str(folder),
               "synth_seconds": synth_seconds, "load_average": load,
               "openblas_env": openblas_env(), "rows": rows, "linearity": linearity(rows)}
