@@ -267,6 +267,20 @@ def print_report(report: dict) -> None:
     verdict = "PASS" if worst <= BUDGET_LIMIT else "FAIL"
     print(f"\ntrain command peak / budget <= {BUDGET_LIMIT}x at every size: {verdict} "
           f"(worst {worst:.2f}x)")
+    print("\nFor README.md (Speed):\n")
+    print(readme_table(report))
+
+
+def readme_table(report: dict) -> str:
+    """The rows the README's Speed section quotes, as Markdown."""
+    rows = ["| images | decode, s | cache load, s | epoch, s | training command: peak MiB "
+            "(x budget) |", "| --- | --- | --- | --- | --- |"]
+    for r in report["rows"]:
+        t = r["train"]
+        rows.append(f"| {r['images']:,} | {r['decode']['seconds']:.1f} | "
+                    f"{r['load']['seconds']:.2f} | {t['epoch_seconds']:.1f} | "
+                    f"{t['peak_growth'] / MIB:,.0f} ({r['train_peak_over_budget']:.2f}x) |")
+    return "\n".join(rows)
 
 
 def main(argv: list[str] | None = None) -> None:
