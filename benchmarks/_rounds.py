@@ -86,6 +86,6 @@ def check_kernels(kernels: str | None) -> None:
     from nnletters.errors import NNLettersError
 
     try:
-        load_config(None, kernels_overrides(kernels))
+        load_config(None, ["data.source=synthetic", *kernels_overrides(kernels)])
     except NNLettersError as exc:
         sys.exit(f"error: --kernels {kernels}: this nnletters does not accept it ({exc})")

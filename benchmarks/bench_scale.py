@@ -148,7 +148,7 @@ def worker(args: argparse.Namespace) -> None:
     import numpy as np  # noqa: F401
 
     import nnletters.evaluation  # noqa: F401
-    import nnletters.experiment  # noqa: F401
+    import nnletters.run_folder  # noqa: F401
     import nnletters.training  # noqa: F401
     from nnletters.cli import main as cli
     from nnletters.config import load_config

@@ -57,7 +57,7 @@ def test_bench_train_passes_the_kernel_choice_or_says_why_it_cannot():
                              "--rounds", "1", "--alone", "", "--kernels", "numpy"],
                             cwd=ROOT, capture_output=True, text=True, timeout=300)
     try:
-        load_config(None, ["train.kernels=numpy"])
+        load_config(None, ["data.source=synthetic", "train.kernels=numpy"])
     except ConfigError:  # an nnletters without the setting: one line naming it, exit 1
         assert result.returncode == 1
         assert result.stderr.strip().startswith("error: --kernels numpy: this nnletters")
