@@ -159,8 +159,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--adam", action="store_true", help="same as --optimizer adam")
     p.add_argument("--lr", type=float, help="default 0.01 (0.001 for adam)")
     p.add_argument("--dropout", type=float, default=0.0)
-    p.add_argument("--kernels", choices=KERNELS,
-                   help="nnletters' train.kernels (default: its config default)")
+    p.add_argument("--kernels", default="",
+                   help="nnletters' train.kernels: numpy, numba or auto (default: its config "
+                        "default); a list such as numba,numpy also runs 'nnletters "
+                        "kernels=numpy' in the same rounds")
     p.add_argument("--threads", type=int,
                    help="BLAS and torch threads (default: NumPy's BLAS threads as found)")
     p.add_argument("--samples", type=int, default=15000,
@@ -224,6 +226,9 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
             p.error(f"--{name.replace('_', '-')}: expected a whole number >= 1, got {value}")
     if args.pause < 0:
         p.error(f"--pause: expected seconds >= 0, got {args.pause}")
+    args.kernels = [k.strip() for k in args.kernels.split(",") if k.strip()]
+    if set(args.kernels) - set(KERNELS):
+        p.error(f"--kernels: expected {', '.join(KERNELS)}, got {','.join(args.kernels)}")
     args.alone = [a for a in args.alone.split(",") if a.strip()]
     if set(args.alone) - set(FACTORIES):
         p.error(f"--alone: unknown {', '.join(sorted(set(args.alone) - set(FACTORIES)))}")
@@ -234,11 +239,14 @@ def base_spec(args: argparse.Namespace, n_in: int, n_classes: int, threads: int)
     lr = args.lr if args.lr is not None else DEFAULT_LR.get(args.optimizer, 0.01)
     return Spec(sizes=(n_in, *hidden, n_classes), batch=args.batch, optimizer=args.optimizer,
                 lr=lr, dropout=args.dropout, seed=args.seed, threads=threads,
-                kernels=args.kernels)
+                kernels=args.kernels[0] if args.kernels else None)
 
 
 def plan(args: argparse.Namespace, spec: Spec) -> list[Entry]:
     entries = [Entry(kind, kind, spec) for kind in FACTORIES if kind in args.impls.split(",")]
+    if "nnletters" in args.impls.split(","):  # the other kernel paths, in the same rounds
+        entries += [Entry(f"nnletters kernels={k}", "nnletters", replace(spec, kernels=k))
+                    for k in args.kernels[1:]]
     if args.matrix:
         adam = replace(spec, optimizer="adam", lr=DEFAULT_LR["adam"])
         drop = replace(spec, dropout=args.matrix_dropout)
@@ -628,6 +636,10 @@ def compute_ratios(impls: dict, memory: dict) -> dict[str, dict | None]:
         "infer_vs_torch": paired_ratios(rounds(nn, "infer"), rounds("torch", "infer")),
         "infer_vs_textbook": paired_ratios(rounds(nn, "infer"), rounds("textbook", "infer")),
     }
+    for label in impls:
+        if label.startswith("nnletters kernels="):
+            ratios[f"{label} vs torch"] = paired_ratios(rounds(label), rounds("torch"))
+            ratios[f"{label} vs nnletters"] = paired_ratios(rounds(label), rounds(nn))
     mem = memory.get(nn, {}).get("ratio")
     ratios["memory_ratio"] = spread([mem]) if mem is not None else None
     for key, label in (("adam_overhead", "nnletters adam"),
@@ -764,6 +776,8 @@ def readme_table(result: dict) -> str:
         if "skipped" in r:
             continue
         of = r["of_gemm"]
+        if label.startswith("nnletters kernels="):
+            names[label] = f"nnletters (kernels: {label.split('=', 1)[1]})"
         rows.append(f"| {names.get(label, label)} | {r['ms_per_step']:.2f} | "
                     f"{fmt_spread(r['train'])} | {of['median']:.0%} ({of['min']:.0%}-"
                     f"{of['max']:.0%}) | {fmt_spread(r.get('alone'))} |")
@@ -824,7 +838,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.worker:
         run_worker(args)
         return
-    check_kernels(args.kernels)
+    for kernels in args.kernels:
+        check_kernels(kernels)
     result = run(args, argv)
     if args.save:
         Path(args.save).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
