@@ -358,7 +358,7 @@ def _parse_list(list_path: Path, split: int,
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        if not files and not _looks_listed(base, line):
+        if not files and not _looks_listed(list_path.parent, line):
             raise DataError(f"{list_path}: not a list file of 'relative/path label' lines "
                             f"(its first line: {line[:30]!r})")
         where = f"{list_path}:{lineno}"
