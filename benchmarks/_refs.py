@@ -50,6 +50,7 @@ class Spec:
     dropout: float = 0.0
     seed: int = 0
     threads: int = 1
+    kernels: str | None = None  # nnletters' train.kernels (None: its default); others ignore it
 
     @property
     def layers(self) -> list[tuple[int, int]]:

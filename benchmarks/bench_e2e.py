@@ -5,7 +5,8 @@
     python benchmarks/bench_e2e.py --epochs 5 --rounds 2            # shorter, twice each
 
 Both sides train the config's model on the config's data split for the config's epochs, one
-after the other, each in its own process:
+after the other, each in its own process (so neither ever shares the CPU with the other's
+spinning BLAS or OpenMP threads):
 
 - ``nnletters``: the command itself, ``nnletters train --config C -q`` (checkpoints, metrics
   files and all), timed from process start to exit;
@@ -22,7 +23,12 @@ from the decoded-image cache, warmed first), the shuffling (a seeded NumPy permu
 epoch) and the augmentation (nnletters' own ``Augmenter``, NumPy, on the batch before it
 becomes a tensor). Reported per side: test accuracy, best validation accuracy, training
 seconds (the epochs' own time), wall seconds of the whole process, and the training time each
-took to first reach the lower of the two best validation accuracies ("time to target").
+took to first reach the lower of the two best validation accuracies ("time to target"),
+and the training step in ms (the epochs' own time / steps) beside the matmul-only step: the
+model's matrix products alone at the same shapes (NumPy float32, a third process per round,
+a pause before each timed block). ``--rounds N`` runs every side N times in rotated order:
+medians, their ranges, and the PyTorch / nnletters ratios paired by round. ``--kernels``
+sets nnletters' ``train.kernels``.
 
 OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE are removed from this command's environment as in
 ``bench_train.py`` (``--keep-blas-env`` keeps them).
@@ -41,6 +47,16 @@ from pathlib import Path
 
 from _blasenv import describe as describe_blas_env
 from _blasenv import drop_slow_blas_vars, openblas_env
+from _rounds import (
+    KERNELS,
+    check_kernels,
+    fmt_spread,
+    kernels_overrides,
+    paired_ratios,
+    pause,
+    rotated,
+    spread,
+)
 
 if __name__ == "__main__":
     drop_slow_blas_vars()
@@ -49,6 +65,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = ROOT / "configs" / "notmnist.yaml"
 SHARED_DATA = ROOT.parent / "shared" / "data" / "notMNIST_small.tar.gz"
 IMPLS = ("nnletters", "torch")
+GEMM_SIDE = "matmul-only"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -60,17 +77,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, help="train.epochs (default: the config's)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="more config overrides, applied to both sides")
+    p.add_argument("--kernels", choices=KERNELS,
+                   help="nnletters' train.kernels (default: the config's)")
     p.add_argument("--threads", type=int, help="BLAS and torch threads (default: NumPy's "
                                                 "BLAS threads as found)")
     p.add_argument("--impls", default=",".join(IMPLS), help="comma separated subset of "
                                                             f"{','.join(IMPLS)}")
     p.add_argument("--rounds", type=int, default=1,
-                   help="runs of each side, alternating (the median is reported)")
+                   help="runs of each side, in rotated order (medians and ranges reported)")
+    p.add_argument("--no-gemm", action="store_true",
+                   help="skip the matmul-only step's process in every round")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.add_argument("--save", help="also write the JSON report to this file")
     p.add_argument("--keep-blas-env", action="store_true",
                    help="keep OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE (tests use this)")
-    p.add_argument("--worker", choices=["torch"], help=argparse.SUPPRESS)
+    p.add_argument("--worker", choices=["torch", "gemm"], help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)  # the worker's result file
     args = p.parse_args(argv)
     args.impls = [i.strip() for i in args.impls.split(",") if i.strip()]
@@ -85,7 +106,7 @@ def overrides(args: argparse.Namespace) -> list[str]:
     sets = [f"data.path={args.data}"] if args.data else []
     if args.epochs:
         sets.append(f"train.epochs={args.epochs}")
-    return sets + list(args.set)
+    return sets + list(args.set) + kernels_overrides(args.kernels)
 
 
 def resolve_data(args: argparse.Namespace) -> None:
@@ -157,10 +178,55 @@ def run_torch(args: argparse.Namespace, work: Path, threads: int) -> dict:
         cmd += ["--epochs", str(args.epochs)]
     for s in args.set:
         cmd += ["--set", s]
+    if args.kernels:
+        cmd += ["--kernels", args.kernels]
     wall = timed_run(cmd, threads, "the torch worker")
     result = json.loads(out.read_text())
     result["wall_seconds"] = wall
     return result
+
+
+def run_gemm(args: argparse.Namespace, work: Path, threads: int) -> dict:
+    """The matmul-only step at the config's shapes, in a fresh process like the other two."""
+    out = work / f"gemm-{time.monotonic_ns()}.json"
+    cmd = [sys.executable, __file__, "--worker", "gemm", "--out", str(out),
+           "--config", args.config, "--keep-blas-env"]
+    for s in overrides(args):
+        cmd += ["--set", s]
+    timed_run(cmd, threads, "the matmul-only worker")
+    return json.loads(out.read_text())
+
+
+def gemm_worker(args: argparse.Namespace, blocks: int = 5) -> None:
+    """Time the matmul-only step at the config's layer shapes and batch size: one untimed
+    epoch's worth of steps, then ``blocks`` timed ones, a pause before each; writes the
+    median ms/step to ``args.out``."""
+    import statistics
+
+    from _measure import GemmRoofline
+
+    from nnletters.config import load_config
+    from nnletters.data import load_splits
+
+    cfg = load_config(args.config, list(args.set))  # overrides(args) arrive as --set
+    splits = load_splits(cfg.data, cfg.seed)
+    n, n_in = splits.train.X.shape
+    sizes = [n_in, *cfg.model.hidden, len(splits.classes)]
+    batch = cfg.train.batch_size
+    roofline = GemmRoofline(list(zip(sizes[:-1], sizes[1:], strict=True)), batch, cfg.seed)
+    steps = max(1, n // batch)
+    del splits
+    ms = []
+    for block in range(blocks + 1):
+        pause()
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            roofline.step()
+        if block:  # the first block warms up
+            ms.append(1000 * (time.perf_counter() - t0) / steps)
+    Path(args.out).write_text(json.dumps({"ms_per_step": statistics.median(ms),
+                                          "ms_per_step_all": ms, "batch": batch,
+                                          "sizes": sizes}))
 
 
 def torch_worker(args: argparse.Namespace) -> None:
@@ -292,6 +358,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.worker == "torch":
         torch_worker(args)
         return
+    if args.worker == "gemm":
+        gemm_worker(args)
+        return
+    check_kernels(args.kernels)
     resolve_data(args)
     threads = args.threads or blas_threads()
     if "torch" in args.impls:
@@ -310,32 +380,8 @@ def main(argv: list[str] | None = None) -> None:
     load_splits(cfg.data, cfg.seed)  # both sides then read the decoded-image cache
     print(f"data ready in {time.perf_counter() - t0:.1f}s (cache warmed)", file=sys.stderr)
 
-    runners = {"nnletters": run_nnletters, "torch": run_torch}
-    runs: dict[str, list[dict]] = {name: [] for name in args.impls}
-    load = [os.getloadavg()[0]]
-    with tempfile.TemporaryDirectory(prefix="nnletters-e2e-") as tmp:
-        for r in range(args.rounds):
-            order = args.impls if r % 2 == 0 else list(reversed(args.impls))
-            for name in order:
-                print(f"round {r + 1}/{args.rounds}: {name} ...", file=sys.stderr)
-                runs[name].append(runners[name](args, Path(tmp), threads))
-    load.append(os.getloadavg()[0])
-
-    results = {name: median_run(rs) for name, rs in runs.items()}
-    target = min(max(a for a in r["val_accuracy"] if a is not None)
-                 for r in results.values())
-    for r in results.values():
-        r["time_to_target"] = time_to(target, r)
-    report = {"config": args.config, "overrides": overrides(args), "epochs": cfg.train.epochs,
-              "threads": threads, "rounds": args.rounds, "target_val_accuracy": target,
-              "load_average": load, "openblas_env": openblas_env(), "results": results,
-              "all_runs": runs}
-    if "nnletters" in results and "torch" in results:
-        n, t = results["nnletters"], results["torch"]
-        report["speedup_wall"] = t["wall_seconds"] / n["wall_seconds"]
-        report["speedup_train"] = t["train_seconds"] / n["train_seconds"]
-        if n["time_to_target"] and t["time_to_target"]:
-            report["speedup_time_to_target"] = t["time_to_target"] / n["time_to_target"]
+    runs, gemm, load = run_rounds(args, threads)
+    report = build_report(args, cfg, threads, runs, gemm, load)
     if args.save:
         Path(args.save).write_text(json.dumps(report, indent=2))
     if args.json:
@@ -344,24 +390,112 @@ def main(argv: list[str] | None = None) -> None:
         print_report(report)
 
 
+def run_rounds(args: argparse.Namespace, threads: int
+               ) -> tuple[dict[str, list[dict]], list[dict], list[float]]:
+    """``--rounds`` rounds, each side (and the matmul-only step) once per round in its own
+    process, in an order rotated every round. -> runs per side, matmul-only runs, load."""
+    runners = {"nnletters": run_nnletters, "torch": run_torch, GEMM_SIDE: run_gemm}
+    sides = list(args.impls) + ([] if args.no_gemm else [GEMM_SIDE])
+    runs: dict[str, list[dict]] = {name: [] for name in sides}
+    load = [os.getloadavg()[0]]
+    with tempfile.TemporaryDirectory(prefix="nnletters-e2e-") as tmp:
+        for r in range(args.rounds):
+            for name in rotated(sides, r):
+                print(f"round {r + 1}/{args.rounds}: {name} ...", file=sys.stderr)
+                pause()
+                runs[name].append(runners[name](args, Path(tmp), threads))
+    load.append(os.getloadavg()[0])
+    return runs, runs.pop(GEMM_SIDE, []), load
+
+
+def add_step_times(run: dict, batch: int) -> None:
+    """ms per training step: the epochs' own seconds over their steps (partial last batch
+    counted as a step, on both sides alike)."""
+    steps = len(run["epoch_seconds"]) * -(-run["n_train"] // batch)
+    run["ms_per_step"] = 1000 * sum(run["epoch_seconds"]) / steps
+
+
+def build_report(args: argparse.Namespace, cfg, threads: int, runs: dict[str, list[dict]],
+                 gemm: list[dict], load: list[float]) -> dict:
+    for rs in runs.values():
+        for run in rs:
+            add_step_times(run, cfg.train.batch_size)
+    results = {name: median_run(rs) for name, rs in runs.items()}
+    target = min(max(a for a in r["val_accuracy"] if a is not None)
+                 for r in results.values())
+    for name, r in results.items():
+        r["time_to_target"] = time_to(target, r)
+        r["spread"] = {key: spread([run[key] for run in runs[name]])
+                       for key in ("train_seconds", "wall_seconds", "ms_per_step")}
+    gemm_ms = spread([g["ms_per_step"] for g in gemm]) if gemm else None
+    report = {"config": args.config, "overrides": overrides(args), "epochs": cfg.train.epochs,
+              "threads": threads, "rounds": args.rounds, "target_val_accuracy": target,
+              "load_average": load, "openblas_env": openblas_env(), "results": results,
+              "all_runs": runs, "gemm_ms_per_step": gemm_ms, "gemm_runs": gemm,
+              "kernels": args.kernels}
+    if gemm_ms:
+        for r in results.values():
+            r["share_of_gemm"] = gemm_ms["median"] / r["ms_per_step"]
+    if "nnletters" in results and "torch" in results:
+        n, t = results["nnletters"], results["torch"]
+        for key, field in (("speedup_wall", "wall_seconds"), ("speedup_train", "train_seconds"),
+                           ("speedup_step", "ms_per_step")):
+            pairs = paired_ratios([x[field] for x in runs["torch"]],
+                                  [x[field] for x in runs["nnletters"]])
+            report[key], report[key + "_rounds"] = pairs["median"], pairs
+        if n["time_to_target"] and t["time_to_target"]:
+            report["speedup_time_to_target"] = t["time_to_target"] / n["time_to_target"]
+    return report
+
+
 def print_report(report: dict) -> None:
     print(f"end to end: {report['config']} {' '.join(report['overrides'])}")
     print(f"{report['epochs']} epochs, {report['threads']} threads, {report['rounds']} "
-          f"round(s) each (median by wall time); load average {report['load_average'][0]:.1f}"
+          f"round(s) each, every run its own process, rotated order (the run with the median "
+          f"wall time shown, ranges in brackets); load average {report['load_average'][0]:.1f}"
           f" at the start, {report['load_average'][1]:.1f} at the end")
     print(describe_blas_env(report["openblas_env"]))
     target = report["target_val_accuracy"]
-    print(f"\n{'':10} {'test acc':>9} {'best val':>9} {'train s':>8} {'wall s':>8} "
-          f"{'to ' + format(target, '.2%') + ' val':>15}")
+    print(f"\n{'':10} {'test acc':>9} {'best val':>9} {'train s':>20} {'wall s':>20} "
+          f"{'ms/step':>8} {'of matmul':>9} {'to ' + format(target, '.2%') + ' val':>15}")
     for name, r in report["results"].items():
-        ttt = r["time_to_target"]
+        ttt, sp = r["time_to_target"], r["spread"]
+        share = f"{r['share_of_gemm']:.0%}" if "share_of_gemm" in r else "-"
         print(f"{name:10} {r['test_accuracy']:9.2%} {max(r['val_accuracy']):9.2%} "
-              f"{r['train_seconds']:8.1f} {r['wall_seconds']:8.1f} "
-              f"{(f'{ttt:.1f} s' if ttt else 'never'):>15}")
+              f"{fmt_spread(sp['train_seconds'], '.1f'):>20} "
+              f"{fmt_spread(sp['wall_seconds'], '.1f'):>20} {r['ms_per_step']:8.2f} "
+              f"{share:>9} {(f'{ttt:.1f} s' if ttt else 'never'):>15}")
+    if report["gemm_ms_per_step"]:
+        print(f"matmul-only step at the same shapes: "
+              f"{fmt_spread(report['gemm_ms_per_step'], '.2f', ' ms')}")
     for key, label in (("speedup_wall", "wall time"), ("speedup_train", "training time"),
+                       ("speedup_step", "ms per step"),
                        ("speedup_time_to_target", "time to target")):
         if key in report:
-            print(f"nnletters is {report[key]:.2f}x as fast as PyTorch in {label}")
+            rng = report.get(key + "_rounds")
+            how = f" (paired rounds: {fmt_spread(rng, '.2f', 'x')})" if rng else ""
+            print(f"nnletters is {report[key]:.2f}x as fast as PyTorch in {label}{how}")
+    print("\nFor README.md (Speed):\n")
+    print(readme_table(report))
+
+
+def readme_table(report: dict) -> str:
+    """The rows the README's Speed section quotes, as Markdown."""
+    names = {"nnletters": f"`nnletters train --config {Path(report['config']).name}`"
+                          f" (kernels: {report['kernels'] or 'default'})",
+             "torch": "the same setup in PyTorch"}
+    rows = ["| | test accuracy | training time, s | whole command, s | ms/step | share of the "
+            "matmul-only step |", "| --- | --- | --- | --- | --- | --- |"]
+    gemm = report["gemm_ms_per_step"]
+    if gemm:
+        rows.append(f"| matmul-only step (the limit) | | | | {gemm['median']:.2f} | 100% |")
+    for name, r in report["results"].items():
+        share = f"{r['share_of_gemm']:.0%}" if "share_of_gemm" in r else "-"
+        rows.append(f"| {names.get(name, name)} | {r['test_accuracy']:.2%} | "
+                    f"{fmt_spread(r['spread']['train_seconds'], '.1f')} | "
+                    f"{fmt_spread(r['spread']['wall_seconds'], '.1f')} | "
+                    f"{r['ms_per_step']:.2f} | {share} |")
+    return "\n".join(rows)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import os
 import re
 import tarfile
 import zipfile
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -528,6 +529,72 @@ def test_dedup_drops_training_images_seen_in_val_or_test(tmp_path):
     assert not any(r.tobytes() in held_out for r in deduped.train.X)
     same, dropped = dedup_against(plain.val, [plain.train.subset(np.arange(0))])
     assert dropped == 0 and same is plain.val
+
+
+# --------------------------------------------------------------------------- memory
+
+
+def test_gather_unit_float_is_to_unit_float_of_the_rows_bit_for_bit():
+    rng = np.random.default_rng(1)
+    pixels = rng.integers(0, 256, (10, 7), dtype=np.uint8)
+    index = np.array([9, 0, 3, 3, 7, 1, 2])
+    for chunk in (1, 3, 7, 100):  # chunk boundaries inside, at and past the end
+        got = images.gather_unit_float(pixels, index, chunk=chunk)
+        assert got.dtype == np.float32 and got.flags.c_contiguous
+        np.testing.assert_array_equal(got, images.to_unit_float(pixels[index]))
+    assert images.gather_unit_float(pixels, np.zeros(0, np.int64)).shape == (0, 7)
+
+
+def test_splits_hold_the_same_floats_as_the_whole_source(tmp_path):
+    make_folder(tmp_path / "d", {"A": 5, "B": 5, "C": 5})
+    whole = load(tmp_path / "d")
+    cfg = DataConfig(path=str(tmp_path / "d"), image_size=S, val_fraction=0.2,
+                     test_fraction=0.2, cache_dir=str(tmp_path / "cache"))
+    index = stratified_split(whole.y, 0.2, 0.2, seed=0)
+    for cached in (False, True, True):  # decoded; decoded and stored; from the cache
+        splits = load_splits(replace(cfg, cache=cached), seed=0)
+        for part, idx in zip((splits.train, splits.val, splits.test), index, strict=True):
+            assert part.X.dtype == np.float32 and part.X.flags.c_contiguous
+            np.testing.assert_array_equal(part.X, whole.X[idx])
+            np.testing.assert_array_equal(part.y, whole.y[idx])
+
+
+def test_digest_of_uint8_pixels_is_the_digest_of_their_floats():
+    from nnletters.data.fingerprint import dataset_digest
+
+    pixels = np.random.default_rng(2).integers(0, 256, (11, 5), dtype=np.uint8)
+    as_floats = Dataset(X=images.to_unit_float(pixels), y=np.arange(11) % 2,
+                        classes=["A", "B"], paths=[""] * 11, skipped=[])
+    as_pixels = Dataset(X=pixels, y=as_floats.y, classes=["A", "B"], paths=[""] * 11,
+                        skipped=[])
+    whole = dataset_digest(as_floats, chunk=100)
+    assert dataset_digest(as_pixels, chunk=3) == dataset_digest(as_floats, chunk=4) == whole
+    as_floats.X[0, 0] = 0.5  # and it still sees every pixel
+    assert dataset_digest(as_floats, chunk=3) != whole
+
+
+def test_load_splits_never_holds_a_float32_copy_of_the_whole_source(tmp_path):
+    """Each split converts its own rows from the uint8 pixels (and the digest hashes 1 MiB at
+    a time), so the peak is the float32 splits plus the pixels plus a chunk (1.35x the
+    float32 data here), not a float32 copy of everything beside the splits (2x and more)."""
+    import tracemalloc
+
+    size, n, rng = 64, 600, np.random.default_rng(0)
+    for i in range(n):
+        noise = rng.integers(0, 256, (size, size), dtype=np.uint8)
+        write(tmp_path / "d" / "AB"[i % 2] / f"{i:03d}.png", png_bytes(noise))
+    cfg = DataConfig(path=str(tmp_path / "d"), image_size=size,
+                     cache_dir=str(tmp_path / "cache"))
+    load_splits(cfg, seed=0)  # decodes and fills the cache
+    tracemalloc.start()  # NumPy reports its array buffers to tracemalloc
+    try:
+        splits = load_splits(cfg, seed=0)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    floats = n * size * size * 4
+    assert sum(p.X.nbytes for p in (splits.train, splits.val, splits.test)) == floats
+    assert peak < 1.45 * floats, f"peak {peak / floats:.2f}x the float32 data"
 
 
 # --------------------------------------------------------------------------- cache

@@ -56,11 +56,12 @@ def cache_file(cache_dir: str | Path | None, source: str, image_size: int,
 
 
 def store(file: Path, key: str, ds: Dataset, extra: dict[str, Any] | None = None) -> None:
-    """Write ``ds`` (X must hold multiples of 1/255, as decoded images do) atomically, and
-    remove older entries of the same source and size. Failure to write only warns."""
+    """Write ``ds`` atomically (X: its uint8 pixels, or float32 multiples of 1/255 as decoded
+    images give), and remove older entries of the same source and size. Failure to write
+    only warns."""
     meta = {"format": FORMAT_VERSION, "key": key, "extra": extra or {}}
     arrays = {
-        "X": np.rint(ds.X * np.float32(255)).astype(np.uint8),
+        "X": ds.X if ds.X.dtype == np.uint8 else np.rint(ds.X * np.float32(255)).astype(np.uint8),
         "y": ds.y.astype(np.int64),
         "split": (np.full(len(ds.y), -1, np.int8) if ds.split is None
                   else ds.split.astype(np.int8)),
@@ -77,8 +78,10 @@ def store(file: Path, key: str, ds: Dataset, extra: dict[str, Any] | None = None
     _remove_stale(file)
 
 
-def fetch(file: Path, key: str) -> tuple[Dataset, dict[str, Any]] | None:
-    """The cached dataset and its ``extra`` dict, or None when absent, stale or unreadable."""
+def fetch(file: Path, key: str, *, as_pixels: bool = False
+          ) -> tuple[Dataset, dict[str, Any]] | None:
+    """The cached dataset and its ``extra`` dict, or None when absent, stale or unreadable.
+    With ``as_pixels`` its X stays uint8 (see ``Dataset``), else float32 in [0, 1]."""
 
     try:
         with np.load(file, allow_pickle=False) as z:
@@ -94,7 +97,8 @@ def fetch(file: Path, key: str) -> tuple[Dataset, dict[str, Any]] | None:
     if (pixels.ndim != 2 or pixels.dtype != np.uint8 or len(pixels) != n or len(paths) != n
             or split.shape != (n,) or (n and (y.min() < 0 or y.max() >= len(classes)))):
         return None
-    ds = Dataset(X=images.to_unit_float(pixels), y=y.astype(np.int64), classes=list(classes),
+    ds = Dataset(X=pixels if as_pixels else images.to_unit_float(pixels),
+                 y=y.astype(np.int64), classes=list(classes),
                  paths=list(paths), skipped=skipped,
                  split=None if (split < 0).all() else split.astype(np.int8))
     return ds, meta.get("extra", {})

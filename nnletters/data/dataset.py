@@ -8,12 +8,18 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from nnletters.data.images import gather_unit_float
+
 
 @dataclass
 class Dataset:
-    """Everything one source holds, sorted by class then name."""
+    """Everything one source holds, sorted by class then name.
 
-    X: npt.NDArray[np.float32]        # (N, S*S) in [0, 1], C-contiguous
+    While a source is loaded, ``X`` may still hold its uint8 pixels (0..255, a quarter of the
+    size): ``subset`` then converts only the rows it takes, so that splitting a large source
+    never holds a float32 copy of all of it beside the float32 splits."""
+
+    X: npt.NDArray[np.float32]        # (N, S*S) in [0, 1], C-contiguous (or uint8, see above)
     y: npt.NDArray[np.int64]          # (N,) indexes into classes
     classes: list[str]                # sorted class names, as found in the data
     paths: list[str]                  # (N,) name inside the source, e.g. "A/xyz.png"
@@ -26,8 +32,10 @@ class Dataset:
         return len(self.y)
 
     def subset(self, index: npt.NDArray[np.integer]) -> Dataset:
-        """The samples at ``index`` (same classes, no split, nothing skipped)."""
-        return Dataset(X=np.ascontiguousarray(self.X[index]), y=self.y[index],
+        """The samples at ``index`` (same classes, no split, nothing skipped); X float32."""
+        X = (gather_unit_float(self.X, index) if self.X.dtype == np.uint8
+             else np.ascontiguousarray(self.X[index]))
+        return Dataset(X=X, y=self.y[index],
                        classes=list(self.classes), paths=[self.paths[i] for i in index],
                        skipped=[], split=None)
 

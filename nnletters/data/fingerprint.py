@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from nnletters.data.images import chunk_rows, to_unit_float
 from nnletters.errors import DataError
 from nnletters.fileio import read_json, write_json
 
@@ -37,11 +38,18 @@ SPLITS = ("train", "val", "test")
 # --------------------------------------------------------------------------- digests
 
 
-def dataset_digest(ds) -> dict[str, Any]:
-    """``{"n": images, "sha256": hex}`` of a Dataset's classes, ``y`` and ``X``."""
+def dataset_digest(ds, chunk: int | None = None) -> dict[str, Any]:
+    """``{"n": images, "sha256": hex}`` of a Dataset's classes, ``y`` and ``X`` (as float32
+    in [0, 1], also when X still holds uint8 pixels). X is hashed ``chunk`` rows at a time
+    (default: about 1 MiB): the same digest as in one piece, without a copy of all of it."""
     h = hashlib.sha256(json.dumps(list(ds.classes)).encode())
     h.update(np.ascontiguousarray(ds.y, dtype="<i8").tobytes())
-    h.update(np.ascontiguousarray(ds.X, dtype="<f4").tobytes())
+    chunk = chunk or chunk_rows(ds.X[0].size if len(ds.X) else 1)
+    for start in range(0, len(ds.X), chunk):
+        rows = ds.X[start:start + chunk]
+        if rows.dtype == np.uint8:
+            rows = to_unit_float(rows)
+        h.update(np.ascontiguousarray(rows, dtype="<f4"))
     return {"n": int(len(ds.y)), "sha256": h.hexdigest()}
 
 

@@ -150,6 +150,28 @@ def to_unit_float(pixels: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
     return np.divide(pixels, np.float32(255.0), dtype=np.float32)
 
 
+CHUNK_BYTES = 1 << 20  # float32 rows converted at a time when a whole array is not needed
+
+
+def chunk_rows(row_values: int) -> int:
+    """How many rows of ``row_values`` float32 values make about CHUNK_BYTES."""
+    return max(1, CHUNK_BYTES // (4 * max(1, row_values)))
+
+
+def gather_unit_float(pixels: npt.NDArray[np.uint8], index: npt.NDArray[np.integer],
+                      chunk: int | None = None) -> npt.NDArray[np.float32]:
+    """``to_unit_float(pixels[index])``, bit for bit, without its uint8 temporary of the
+    whole selection: rows are gathered and converted ``chunk`` at a time (default: about
+    CHUNK_BYTES of output) into the result.
+    pixels: (N, D) uint8, index: (M,) -> (M, D) float32, C-contiguous."""
+    out = np.empty((len(index), *pixels.shape[1:]), dtype=np.float32)
+    chunk = chunk or chunk_rows(out[0].size if len(out) else 1)
+    for start in range(0, len(index), chunk):
+        rows = pixels[index[start:start + chunk]]
+        np.divide(rows, np.float32(255.0), out=out[start:start + chunk], dtype=np.float32)
+    return out
+
+
 def read_file_gray(path: str | Path) -> npt.NDArray[np.uint8]:
     """An image file -> (H, W) uint8 gray; DataError names the file."""
     path = Path(path)

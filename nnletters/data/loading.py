@@ -33,16 +33,8 @@ def load_dataset(path: str | Path, image_size: int, *, workers: int = 0, cache: 
     used, nothing is readable, or a class has no readable image. With ``cache`` the decoded
     arrays are kept in ``cache_dir`` and reused while the source is unchanged.
     """
-    source = open_source(path)
-    if not cache:
-        return _decode(source, image_size, workers, progress)[0]
-    file, key = cache_store.cache_file(cache_dir, str(source.path), image_size,
-                                       {"kind": source.kind, "files": source.fingerprint()})
-    hit = cache_store.fetch(file, key)
-    if hit is not None:
-        return hit[0]
-    dataset = _decode(source, image_size, workers, progress)[0]
-    cache_store.store(file, key, dataset)
+    dataset = _load_pixels(path, image_size, workers, cache, cache_dir, progress)
+    dataset.X = to_unit_float(dataset.X)
     return dataset
 
 
@@ -77,6 +69,7 @@ def load_prepared(path: str | Path, look: Look, *, workers: int = 0, cache: bool
             counts[note] = counts.get(note, 0) + 1
     if cache:
         cache_store.store(file, key, dataset, extra={"prepared": counts})
+    dataset.X = to_unit_float(dataset.X)
     return dataset, counts
 
 
@@ -97,8 +90,9 @@ def load_splits(cfg: DataConfig, seed: int, *, progress: bool = False,
     else:
         if not cfg.path:
             raise DataError("data.path: expected a folder, archive or list file, got nothing")
-        dataset = load_dataset(cfg.path, cfg.image_size, workers=cfg.workers, cache=cfg.cache,
-                               cache_dir=cfg.cache_dir, progress=progress)
+        # uint8 until the split: each split converts only its own rows (see Dataset).
+        dataset = _load_pixels(cfg.path, cfg.image_size, cfg.workers, cfg.cache,
+                               cfg.cache_dir, progress)
     if dataset.split is not None:
         index = tuple(np.flatnonzero(dataset.split == code) for code in range(3))
     else:
@@ -113,9 +107,27 @@ def load_splits(cfg: DataConfig, seed: int, *, progress: bool = False,
                   n_deduped=n_deduped)
 
 
+def _load_pixels(path: str | Path, image_size: int, workers: int, cache: bool,
+                 cache_dir: str | Path | None, progress: bool) -> Dataset:
+    """``load_dataset``, but X stays uint8 (N, S*S): from the cache, or decoded (and then
+    cached) when the cache has no current entry."""
+    source = open_source(path)
+    if not cache:
+        return _decode(source, image_size, workers, progress)[0]
+    file, key = cache_store.cache_file(cache_dir, str(source.path), image_size,
+                                       {"kind": source.kind, "files": source.fingerprint()})
+    hit = cache_store.fetch(file, key, as_pixels=True)
+    if hit is not None:
+        return hit[0]
+    dataset = _decode(source, image_size, workers, progress)[0]
+    cache_store.store(file, key, dataset)
+    return dataset
+
+
 def _decode(source: Source, image_size: int, workers: int, progress: bool,
             chunk_fn=None) -> tuple[Dataset, list]:
-    """Decode every image of ``source`` (in parallel when large) and arrange the arrays.
+    """Decode every image of ``source`` (in parallel when large) and arrange the arrays;
+    X: (N, S*S) uint8 pixels.
 
     ``chunk_fn``: ``decode_chunk`` by default, or ``prepare_chunk``, whose third output (one
     value per item) is returned in the dataset's order beside it (else [])."""
@@ -139,7 +151,7 @@ def _decode(source: Source, image_size: int, workers: int, progress: bool,
     split = None
     if source.kind == "splits":
         split = np.asarray(source.splits, dtype=np.int8)[layout.order]
-    dataset = Dataset(X=to_unit_float(pixels), y=layout.y, classes=layout.classes,
+    dataset = Dataset(X=pixels, y=layout.y, classes=layout.classes,
                       paths=[names[i] for i in layout.order], skipped=layout.skipped,
                       split=split)
     return dataset, [extra[i] for i in layout.order] if extra else []
