@@ -31,7 +31,7 @@ from numpy.typing import NDArray
 
 from nnletters.errors import NNLettersError
 from nnletters.fileio import write_with
-from nnletters.prediction import Model, prepare_files
+from nnletters.prediction import Model, load_model, prepare_files
 
 F32 = NDArray[np.float32]
 SMOOTHGRAD_NOISE = 0.15  # std of the added noise, as a share of the [0, 1] pixel range
@@ -78,17 +78,10 @@ def use_evaluated_weights(model: Model, ema_state: dict[str, np.ndarray]) -> Non
 
 def load_explained_model(target: str | Path | None) -> Model:
     """``prediction.load_model`` with the evaluated (weight-averaged) weights."""
-    from nnletters.checkpoint import (
-        check_image_input,
-        load_checkpoint,
-        model_from_checkpoint,
-        resolve_checkpoint,
-    )
+    from nnletters.checkpoint import load_checkpoint
 
-    ckpt = load_checkpoint(resolve_checkpoint(target))
-    check_image_input(ckpt)
-    model = Model(model_from_checkpoint(ckpt), ckpt.meta, ckpt.path)
-    use_evaluated_weights(model, ckpt.ema_state)
+    model = load_model(target)
+    use_evaluated_weights(model, load_checkpoint(model.path).ema_state)
     return model
 
 
