@@ -30,7 +30,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from nnletters.errors import NNLettersError
-from nnletters.fileio import write_with
+from nnletters.fileio import make_dir, write_with
 from nnletters.prediction import Model, load_model, prepare_files
 
 F32 = NDArray[np.float32]
@@ -148,7 +148,7 @@ def explain_images(paths: list[str | Path], target: str | Path | None = None, to
     results = model.ranked(proba, good, top_k, notes)
     explained = explain_rows(model, X, proba, top_k, score, smoothgrad, seed,
                              titles=[str(p) for p in good])
-    out_dir = _make_dir(Path(out))
+    out_dir = make_dir(out)
     for result, path, item in zip(results, picture_paths(good, out_dir), explained,
                                   strict=True):
         data = explanation_png(item, model.image_size)
@@ -171,13 +171,6 @@ def picture_paths(images: list[Path], out_dir: Path) -> list[Path]:
         paths.append(out_dir / name)
     return paths
 
-
-def _make_dir(path: Path) -> Path:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise NNLettersError(f"cannot create folder {path}: {exc.strerror or exc}") from None
-    return path
 
 
 # --------------------------------------------------------------------------- pictures

@@ -115,6 +115,16 @@ def write_json(path: str | Path, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+def make_dir(path: str | Path, what: str = "folder") -> Path:
+    """Create ``path`` and its parents; NNLettersError naming it when the system refuses."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise NNLettersError(f"cannot create {what} {path}: {exc.strerror or exc}") from None
+    return path
+
+
 def read_json(path: str | Path) -> Any:
     """The JSON value in ``path`` (NNLettersError naming the file when it is unreadable)."""
     try:

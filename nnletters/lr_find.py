@@ -31,7 +31,7 @@ from numpy.typing import NDArray
 
 from nnletters.config import Config
 from nnletters.errors import NNLettersError
-from nnletters.fileio import write_with
+from nnletters.fileio import make_dir, write_with
 from nnletters.training import DIVERGED_LOSS, SignalGuard, build
 
 F32 = NDArray[np.float32]
@@ -278,11 +278,7 @@ def _mark_lrs(result: RangeTest, *axes) -> None:
 
 def write_lr_find(result: RangeTest, out: str | Path = ".") -> Path:
     """lr_find.png in ``out`` (created if needed), written atomically."""
-    folder = Path(out)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise NNLettersError(f"cannot create folder {folder}: {exc.strerror or exc}") from None
+    folder = make_dir(out)
     data = lr_find_png(result)
     path = folder / PICTURE
     write_with(path, lambda fh: fh.write(data))

@@ -23,9 +23,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from nnletters.errors import DataError
 from nnletters.export import OUTPUT_FUNCTIONS, PlainLayer, plain_layers
-from nnletters.fileio import write_with
+from nnletters.fileio import make_dir, write_with
 
 F32 = NDArray[np.float32]
 MAX_UNITS = 64  # widest layer (after the input) still drawn unit by unit
@@ -286,11 +285,7 @@ def write_network(target: str | Path | None = None, out: str | Path | None = Non
     from nnletters.prediction import load_model
 
     model = load_model(target)
-    folder = Path(out) if out is not None else model.path.parent / "report"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DataError(f"cannot create folder {folder}: {exc.strerror or exc}") from None
+    folder = make_dir(Path(out) if out is not None else model.path.parent / "report")
     data, layout = network_png(model.network, model.classes, model.image_size,
                                network_title(model.meta, model.network), dpi)
     path = folder / "network.png"

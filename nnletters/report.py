@@ -39,7 +39,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from nnletters.errors import DataError
-from nnletters.fileio import write_text, write_with
+from nnletters.fileio import make_dir, write_text, write_with
 
 F32 = NDArray[np.float32]
 # diagnostics.png only for runs whose metrics hold the diagnostics (all since they exist).
@@ -691,7 +691,7 @@ def write_report(target: str | Path | None = None, data_path: str | Path | None 
     RUN_DIR/report/). Returns {file name: path written}."""
     res = load_results(target, data_path, runs_dir=runs_dir, progress=progress)
     out_dir = Path(out) if out is not None else res.run_dir / "report"
-    _make_dir(out_dir)
+    make_dir(out_dir, "report folder")
     pictures = render_pictures(res)
     written: dict[str, Path] = {}
     for file, data in pictures.items():
@@ -701,12 +701,6 @@ def write_report(target: str | Path | None = None, data_path: str | Path | None 
     write_text(written["report.html"], report_html(res, pictures))
     return written
 
-
-def _make_dir(path: Path) -> None:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DataError(f"cannot create report folder {path}: {exc.strerror or exc}") from None
 
 
 # --------------------------------------------------------------------------- comparing runs
@@ -772,7 +766,7 @@ def write_compare(targets: list[str | Path], out: str | Path | None = None) -> P
         extra = ", ".join(f"{k}={json.dumps(flat.get(k))}" for k in differing)
         labelled.append((f"{run_dir.name}" + (f" ({extra})" if extra else ""), history))
     out_dir = Path(out) if out is not None else runs[0][0].parent / "compare"
-    _make_dir(out_dir)
+    make_dir(out_dir, "report folder")
     data = compare_png(labelled)
     write_with(out_dir / "compare.png", lambda fh: fh.write(data))
     write_text(out_dir / "compare.html", _compare_html(runs, differing, data))

@@ -38,7 +38,11 @@ def draw_letter(letter: str, size: int = 28, shift: int = 0, light_on_dark: bool
 @pytest.fixture
 def letters_folder(tmp_path) -> Path:
     """A folder dataset: 4 classes x 12 images of 28x28 grayscale PNG."""
-    root = tmp_path / "letters"
+    return write_letters(tmp_path / "letters")
+
+
+def write_letters(root: Path) -> Path:
+    """4 classes x 12 seeded images of 28x28 grayscale PNG in class folders under ``root``."""
     rng = np.random.default_rng(0)
     for letter in "ABCD":
         (root / letter).mkdir(parents=True)

@@ -19,7 +19,7 @@ from nnletters import metrics
 from nnletters.cli import main
 from nnletters.fileio import CRASH_ENV
 from nnletters.tensorboard_log import EXTRA_MESSAGE, HPARAM_METRICS, tag
-from tests.conftest import draw_letter
+from tests.conftest import write_letters
 
 pytest.importorskip("tensorboardX", reason="the 'tensorboard' extra is not installed")
 event_accumulator = pytest.importorskip(
@@ -35,13 +35,7 @@ SETTINGS = ["model.hidden=[16]", "model.dropout=0.2", "optim.name=adam", "optim.
 
 
 def letters(root: Path) -> Path:
-    rng = np.random.default_rng(0)
-    for letter in "ABCD":
-        (root / letter).mkdir(parents=True)
-        for i in range(12):
-            img = draw_letter(letter, shift=int(rng.integers(-2, 3)), width=int(2 + i % 3))
-            img.save(root / letter / f"{letter}{i:02d}.png")
-    return root
+    return write_letters(root)
 
 
 def config(data: Path, *extra: str):
