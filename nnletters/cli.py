@@ -547,6 +547,9 @@ def _parse_seeds(_ctx: click.Context, _param: click.Parameter,
 @click.option("--pruner", type=click.Choice(["none", "median", "hyperband"]),
               default="median", show_default=True, help="Stops hopeless trials early.")
 @click.option("--grid", is_flag=True, help="Try every combination (choice and int entries).")
+@click.option("--baseline", is_flag=True,
+              help="Queue the base config's own values as a trial (once per study), so the "
+                   "recipe you start from is ranked with the others.")
 @click.option("--status", "status_dir", is_flag=False, flag_value="", default=None,
               metavar="[DIR]", help="Show the leaderboard of the sweep in DIR (or of "
                                     "--storage/--study) and write its files; train nothing.")
@@ -555,7 +558,7 @@ def _parse_seeds(_ctx: click.Context, _param: click.Parameter,
 def tune_command(config_path: str | None, space_path: str | None, n_trials: int | None,
                  workers: int, storage: str | None, study_name: str | None, out: str | None,
                  seeds: tuple[int, ...], overrides: tuple[str, ...], pruner: str, grid: bool,
-                 status_dir: str | None, worker: bool) -> None:
+                 status_dir: str | None, worker: bool, baseline: bool) -> None:
     """Search hyper-parameters with Optuna: each trial is a run folder SWEEP/trials/NNNN/.
 
     Re-running the same command continues the study (--trials is a total); trials killed
@@ -574,7 +577,7 @@ def tune_command(config_path: str | None, space_path: str | None, n_trials: int 
     sweep = tuning.prepare(tuning.Sweep(
         base=config_path, space_path=space_path, out=Path(out or "sweeps/_"),
         n_trials=n_trials, overrides=overrides, storage=storage, study=study_name,
-        seeds=seeds, pruner=pruner, grid=grid))
+        seeds=seeds, pruner=pruner, grid=grid, baseline=baseline))
     if out is None:
         sweep.out = Path("sweeps") / str(sweep.study)
     try:

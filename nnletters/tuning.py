@@ -32,7 +32,7 @@ from typing import Any
 
 from nnletters.callbacks import Callback
 from nnletters.errors import ConfigError, NNLettersError
-from nnletters.tuning_space import Param, check_space, load_space, space_json
+from nnletters.tuning_space import Param, base_params, check_space, load_space, space_json
 
 PRUNERS = ("none", "median", "hyperband")
 HEARTBEAT_SECONDS = 20  # a worker's trial is stale after GRACE_SECONDS without a heartbeat
@@ -65,6 +65,8 @@ class Sweep:
     grid: bool = False
     space: list[Param] = field(default_factory=list)
     warmup: int = 0                 # epochs the median pruner waits before judging a trial
+    baseline: bool = False          # --baseline: queue the base config's own values
+    base_values: dict[str, Any] = field(default_factory=dict)  # ... as Optuna params
 
     @property
     def storage_url(self) -> str:
@@ -88,7 +90,8 @@ def prepare(sweep: Sweep) -> Sweep:
     if sweep.grid:
         for p in space:
             p.grid()  # refuses float ranges
-    return replace(sweep, space=space, study=sweep.study or cfg.name,
+    base_values = base_params(space, cfg, sweep.space_path) if sweep.baseline else {}
+    return replace(sweep, space=space, study=sweep.study or cfg.name, base_values=base_values,
                    seeds=sweep.seeds or (cfg.seed,), warmup=cfg.train.epochs // 4)
 
 
@@ -167,7 +170,17 @@ def open_study(sweep: Sweep, create: bool = True) -> Any:
         raise TuneError(f"no study {sweep.study!r} in {_safe(sweep.storage_url)}") from None
     if create:
         _check_same(study, sweep)
+        _queue_baseline(study, sweep)
     return study
+
+
+def _queue_baseline(study: Any, sweep: Sweep) -> None:
+    """--baseline: queue the base config's own values once per study, so the recipe one
+    starts from is judged like every trial (same seeds, same pruner) and ranked with them."""
+    if not sweep.baseline or any(t.user_attrs.get("baseline")
+                                     for t in study.get_trials(deepcopy=False)):
+        return
+    study.enqueue_trial(sweep.base_values, user_attrs={"baseline": True})
 
 
 def _make_out(out: Path) -> None:

@@ -81,7 +81,8 @@ def _row(t: Any) -> dict[str, Any]:
                            for k, d in t.distributions.items()},
             "stop_reason": a.get("stop_reason") or "", "config": a.get("config"),
             "finished": t.datetime_complete.isoformat() if t.datetime_complete else "",
-            "resumed": any(k.startswith("resumed_from") and v for k, v in a.items())}
+            "resumed": any(k.startswith("resumed_from") and v for k, v in a.items()),
+            "baseline": bool(a.get("baseline"))}
 
 
 def _pruned_value(t: Any) -> float | None:
@@ -115,7 +116,7 @@ def leaderboard(rows: list[dict[str, Any]]) -> str:
              _pct(r["test_accuracy"]), str(r["epochs"] or ""),
              f"{r['seconds']:.0f}" if r["seconds"] is not None else "",
              r["state"].lower() + (f": {r['error']}" if r["error"] else "")
-             + (" (resumed)" if r["resumed"] else "")]
+             + (" (resumed)" if r["resumed"] else "") + (" (base)" if r["baseline"] else "")]
             for r in rows]
     widths = [max(len(x) for x in col) for col in zip(head, *body, strict=False)]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=False)).rstrip()

@@ -127,6 +127,29 @@ def check_space(space: list[Param], base: str | Path, overrides: tuple[str, ...]
     return cfg
 
 
+def base_params(space: list[Param], cfg: Config, space_path: str | Path) -> dict[str, Any]:
+    """Optuna's values for the base config's own settings of the space's keys (``tune
+    --baseline`` queues them as a trial); ConfigError naming the key when a setting lies
+    outside its range or is not one of its choices."""
+    params = {}
+    for p in space:
+        value: Any = cfg
+        for part in p.key.split("."):
+            value = getattr(value, part)
+        if p.kind == "choice":
+            text = json.dumps(value)  # a tuple of widths is the list [1024, 512]
+            if text not in p.distribution().choices:
+                raise ConfigError(f"{space_path}: {p.key}: --baseline: the base config's "
+                                  f"{text} is not one of the choices")
+            params[p.key] = text
+        elif not p.values[0] <= value <= p.values[1]:
+            raise ConfigError(f"{space_path}: {p.key}: --baseline: the base config's {value} "
+                              f"is outside [{p.values[0]}, {p.values[1]}]")
+        else:
+            params[p.key] = value
+    return params
+
+
 def space_json(space: list[Param]) -> str:
     """A canonical text of the space, kept in the study to refuse a different one later."""
     return json.dumps([[p.key, p.kind, list(p.values)] for p in space], sort_keys=True)

@@ -318,6 +318,33 @@ def test_a_study_made_with_another_space_is_refused(tmp_path, monkeypatch):
     assert len(load(tmp_path).get_trials()) == 1
 
 
+def test_baseline_queues_the_base_configs_values_once(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = ("--baseline", "--pruner", "none", "--set", "model.hidden=[32, 16]")
+    first = cli_tune(tmp_path, "--trials", "2", *args)
+    assert first.exit_code == 0, first.output
+    trials = sorted(load(tmp_path).get_trials(), key=lambda t: t.number)
+    assert trials[0].params == {"optim.lr": 0.001, "model.hidden": "[32, 16]"}
+    assert trials[0].user_attrs["baseline"] is True
+    assert not trials[1].user_attrs.get("baseline")
+    cfg = yaml.safe_load((tmp_path / "sweep" / "trials" / "0000" / "config.yaml").read_text())
+    assert (cfg["optim"]["lr"], cfg["model"]["hidden"]) == (0.001, [32, 16])
+    board = first.output.splitlines()
+    assert any(line.split()[0] == "0" and line.endswith("complete (base)") for line in board)
+    again = cli_tune(tmp_path, "--trials", "3", *args)  # the study has its baseline already
+    assert again.exit_code == 0, again.output
+    assert sum(bool(t.user_attrs.get("baseline")) for t in load(tmp_path).get_trials()) == 1
+    assert len(finished(load(tmp_path))) == 3
+
+
+def test_baseline_outside_the_space_is_one_error_line(tmp_path):
+    result = cli_tune(tmp_path, "--baseline")  # quickstart's hidden [256] is not a choice
+    assert (result.exit_code, result.output) == (
+        1, f"Error: {tmp_path / 'space.yaml'}: model.hidden: --baseline: the base config's "
+           "[256] is not one of the choices\n")
+    assert not (tmp_path / "sweep").exists()
+
+
 def test_storage_errors_are_one_line(tmp_path):
     missing = cli_tune(tmp_path, "--storage", "mysql://u@127.0.0.1/db")
     assert missing.exit_code == 1
