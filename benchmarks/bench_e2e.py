@@ -47,6 +47,7 @@ from pathlib import Path
 
 from _blasenv import describe as describe_blas_env
 from _blasenv import drop_slow_blas_vars, openblas_env
+from _measure import limit_blas_threads
 from _rounds import (
     KERNELS,
     check_kernels,
@@ -241,6 +242,7 @@ def torch_worker(args: argparse.Namespace) -> None:
     from nnletters.data import load_splits
     from nnletters.data.augment import Augmenter
     from nnletters.data.images import data_polarity
+    from nnletters.nn.kernels import resolve as resolve_kernels
     from nnletters.nn.schedules import Schedule
 
     cfg = load_config(args.config, overrides(args))
@@ -254,10 +256,16 @@ def torch_worker(args: argparse.Namespace) -> None:
     splits = load_splits(cfg.data, cfg.seed)
     train, val, test = splits.train, splits.val, splits.test
     rng = np.random.default_rng(cfg.seed)
-    augment = Augmenter(cfg.data.augment, cfg.data.image_size, rng,
-                        fill=0.0 if data_polarity(train.X, cfg.data.image_size) else 1.0)
-
     sizes = [train.X.shape[1], *m.hidden, len(splits.classes)]
+    # The augmentation is nnletters' own, with the kernels the nnletters side resolves to,
+    # so that it costs both sides the same. Its few small matrix products run on one
+    # OpenBLAS thread here: OpenBLAS's threads spin after each call, and two spinning
+    # pools (OpenBLAS's and torch's OpenMP) on these cores ran this side 4x slower.
+    blas_limit = limit_blas_threads(1)  # noqa: F841 - kept referenced for the process
+    augment = Augmenter(cfg.data.augment, cfg.data.image_size, rng,
+                        fill=0.0 if data_polarity(train.X, cfg.data.image_size) else 1.0,
+                        kernels=resolve_kernels(cfg.train.kernels, sizes))
+
     layers: list[torch.nn.Module] = []
     for k, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
         linear = torch.nn.Linear(fan_in, fan_out)
