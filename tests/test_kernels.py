@@ -303,6 +303,19 @@ def test_first_compile_says_so_and_later_runs_load_the_cache(tmp_path):
     assert any((tmp_path / "numba").rglob("*.nbc"))
 
 
+def test_another_cpu_gets_its_own_compile_stamp(monkeypatch):
+    """numba compiles again for another CPU sharing the cache folder; the stamp that decides
+    whether to say "compiling kernels (once)" must follow, or that run would seem to hang."""
+    llvm = pytest.importorskip("llvmlite.binding")
+    from nnletters.nn import kernels
+
+    here = kernels._stamp()
+    assert here == kernels._stamp()
+    monkeypatch.setattr(llvm, "get_host_cpu_name", lambda: "another-cpu")
+    assert kernels._stamp() != here
+    assert kernels._stamp().parent == here.parent
+
+
 def test_dry_run_shows_the_reference_layers_of_a_large_model(letters_folder):
     """auto would pick numba for 800k parameters; a dry run trains nothing, so it neither
     compiles kernels nor shows the fused layers, but the model the NumPy code reads."""

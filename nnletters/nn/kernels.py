@@ -289,11 +289,15 @@ def cache_dir() -> Path:
 
 
 def _stamp() -> Path:
-    """A file that exists once this source has been compiled with this numba version."""
+    """A file that exists once this source has been compiled with this numba version for
+    this CPU (numba keys its cache on the CPU's name and features too, so a cache folder
+    shared by two kinds of machine compiles once for each, and each says so)."""
+    import llvmlite.binding as llvm
     import numba
 
-    source = Path(__file__).read_bytes()
-    digest = hashlib.sha256(source + numba.__version__.encode()).hexdigest()[:16]
+    key = [Path(__file__).read_bytes(), numba.__version__.encode(),
+           llvm.get_host_cpu_name().encode(), llvm.get_host_cpu_features().flatten().encode()]
+    digest = hashlib.sha256(b"\0".join(key)).hexdigest()[:16]
     return cache_dir() / f"compiled-{digest}"
 
 
