@@ -106,12 +106,14 @@ AUGMENTS = {
                    elastic_sigma=6, stroke=0.3),
     "wild affine": dict(translate=0.3, rotate=45, shear=45, scale=0.5),
     "elastic only": dict(elastic_alpha=3.0, elastic_sigma=4),
+    "strokes only": dict(stroke=0.7),
+    "strokes + affine": dict(rotate=20, stroke=0.5),
 }
 
 
 @pytest.mark.parametrize("fill", [0.0, 1.0])
 @pytest.mark.parametrize("kind", list(AUGMENTS))
-def test_resample_kernel_matches_numpy_bit_for_bit(kind, fill):
+def test_augment_kernel_matches_numpy_bit_for_bit(kind, fill):
     """Affine + elastic + strokes: the same draws, and the same pixels from one pass."""
     cfg = AugmentConfig(enabled=True, **AUGMENTS[kind])
     x = np.random.default_rng(0).random((40, 16 * 16), dtype=np.float32)

@@ -45,8 +45,8 @@ class Augmenter:
 
     def __init__(self, cfg, image_size: int, rng: np.random.Generator,
                  fill: float = 0.0, kernels: str = "numpy") -> None:
-        """``kernels="numba"`` resamples with nn/kernels.py's ``resample``: the same pixels,
-        bit for bit, in one pass instead of ~15."""
+        """``kernels="numba"`` applies strokes and resamples with nn/kernels.py's
+        ``augment``: the same pixels, bit for bit, in one pass over each image."""
         self.cfg, self.size, self.rng = cfg, image_size, rng
         self.kernels = kernels
         if kernels == "numba":
@@ -84,27 +84,31 @@ class Augmenter:
             return x
         n, s = x.shape[0], self.size
         padded = frame(x, s, self.fill, out=self.work.get("padded", (n, s + 3, s + 3)))
+        out = self.work.get("out", (n, s * s))
+        if self.kernels == "numba":
+            return self._augment_fused(padded, out)
         if self.stroke:
             self._strokes(padded)
-        out = self.work.get("out", (n, s * s))
         if not (self.affine or self.elastic):
             out.reshape(n, s, s)[...] = padded[:, 1:s + 1, 1:s + 1]
             return out
-        if self.kernels == "numba":
-            return self._resample_fused(padded, out)
         src_x, src_y = self._source_coordinates(n)
         return bilinear_sample(padded, src_x, src_y, out=out, work=self.work)
 
-    def _resample_fused(self, padded: F32, out: F32) -> F32:
-        """The same draws and coordinates as below; displacement and sampling fused."""
+    def _augment_fused(self, padded: F32, out: F32) -> F32:
+        """The same draws in the same order as below; then strokes, displacement and
+        sampling in one kernel pass over each image."""
         from nnletters.nn import kernels
 
-        n = padded.shape[0]
-        src_x, src_y = self._source_coordinates(n, elastic=False)
-        disp = kernels.EMPTY_MATRIX
+        n, empty = padded.shape[0], kernels.EMPTY_MATRIX
+        strokes = self._stroke_draws(n) if self.stroke else empty
+        src_x = src_y = disp = empty
+        if self.affine or self.elastic:
+            src_x, src_y = self._source_coordinates(n, elastic=False)
         if self.elastic:
             disp = self._displacements(n).reshape(2 * n, self.size * self.size)
-        kernels.resample(padded, src_x, src_y, disp[:n], disp[n:], out)
+        kernels.augment(padded, strokes, np.float32(self.cfg.stroke), bool(self.fill < 0.5),
+                        src_x, src_y, disp[:n], disp[n:], out)
         return out
 
     # ----------------------------------------------------------------- geometry
@@ -140,10 +144,14 @@ class Augmenter:
 
     # ----------------------------------------------------------------- strokes
 
+    def _stroke_draws(self, n: int) -> F32:
+        """(N, 3) uniforms per image: chosen?, thicken?, strength."""
+        return self.rng.random((n, 3), dtype=np.float32)
+
     def _strokes(self, padded: F32) -> None:
         """Thicken or thin a random share of the framed images (N, S+3, S+3), in place."""
         n, s = padded.shape[0], self.size
-        u = self.rng.random((n, 3), dtype=np.float32)  # chosen?, thicken?, strength
+        u = self._stroke_draws(n)
         chosen = u[:, 0] < np.float32(self.cfg.stroke)
         light_glyph = self.fill < 0.5  # the glyph is bright: thickening is a max filter
         for thicken in (True, False):

@@ -204,30 +204,69 @@ def _clip(x, low, high):
     return x if (x < high or x != x) else high
 
 
-def resample(padded, src_x, src_y, disp_x, disp_y, out):
-    """Bilinear reading of framed images at (src + displacement): data/augment.py's
-    ``bilinear_sample`` after ``src += displacements``, one pass per output pixel.
+def augment(padded, strokes, stroke, thicken_is_max, src_x, src_y, disp_x, disp_y, out):
+    """data/augment.py's ``Augmenter`` after its draws, one image at a time (while it sits
+    in the cache): the stroke filter (``_strokes``), then bilinear reading at (src +
+    displacement) (``bilinear_sample`` after ``src += displacements``).
 
-    padded (N, H, W) float32; src_x, src_y, out (N, P) float32; disp_x, disp_y (N, P) the
-    elastic displacements (empty: none)."""
+    padded (N, S+3, S+3) float32 from ``frame``, changed in place by the strokes; strokes
+    (N, 3) the stroke uniforms (chosen?, thicken?, strength) or empty for none; stroke the
+    share of images chosen; thicken_is_max: thickening is a maximum filter (a bright glyph);
+    src_x, src_y, out (N, S*S); src empty: no resampling (out = the image); disp_x, disp_y
+    (N, S*S) the elastic displacements, or empty."""
     n, h, w = padded.shape
+    s = h - 3
+    for i in prange(n):
+        if strokes.shape[0] > 0 and strokes[i, 0] < stroke:
+            _stroke(padded[i], (strokes[i, 1] < np.float32(0.5)) == thicken_is_max,
+                    strokes[i, 2], s)
+        if src_x.shape[0] > 0:
+            _sample(padded[i], src_x[i], src_y[i], disp_x, disp_y, i, out[i])
+        else:
+            for p in range(s * s):
+                out[i, p] = padded[i, p // s + 1, p % s + 1]
+
+
+def _stroke(img, use_max, strength, s):
+    """img (S+3, S+3): the inner S x S pixels x <- x + (f - x) * strength, f the 3x3 maximum
+    (use_max) or minimum around x, all read before any is written."""
+    filtered = np.empty((s, s), np.float32)
+    for r in range(s):
+        for c in range(s):
+            m = img[r, c]
+            for dr in range(3):
+                for dc in range(3):
+                    v = img[r + dr, c + dc]
+                    if use_max:
+                        m = v if v > m else m
+                    else:
+                        m = v if v < m else m
+            filtered[r, c] = m
+    for r in range(s):
+        for c in range(s):
+            x = img[r + 1, c + 1]
+            img[r + 1, c + 1] = x + (filtered[r, c] - x) * strength
+
+
+def _sample(img, src_x, src_y, disp_x, disp_y, i, out):
+    """out[p] = img read bilinearly at (src_x[p], src_y[p]) (+ row i of the displacements)."""
+    h, w = img.shape
     elastic = disp_x.size > 0
     x_max, y_max = np.float32(w - 2), np.float32(h - 2)
-    for i in prange(n):
-        for p in range(src_x.shape[1]):
-            fx, fy = src_x[i, p], src_y[i, p]
-            if elastic:
-                fx, fy = fx + disp_x[i, p], fy + disp_y[i, p]
-            fx = _clip(fx, np.float32(0.0), x_max)
-            fy = _clip(fy, np.float32(0.0), y_max)
-            x0, y0 = np.floor(fx), np.floor(fy)
-            fx, fy = fx - x0, fy - y0
-            r, c = int(y0), int(x0)
-            top = padded[i, r, c]
-            top = top + (padded[i, r, c + 1] - top) * fx
-            bottom = padded[i, r + 1, c]
-            bottom = bottom + (padded[i, r + 1, c + 1] - bottom) * fx
-            out[i, p] = top + (bottom - top) * fy
+    for p in range(src_x.shape[0]):
+        fx, fy = src_x[p], src_y[p]
+        if elastic:
+            fx, fy = fx + disp_x[i, p], fy + disp_y[i, p]
+        fx = _clip(fx, np.float32(0.0), x_max)
+        fy = _clip(fy, np.float32(0.0), y_max)
+        x0, y0 = np.floor(fx), np.floor(fy)
+        fx, fy = fx - x0, fy - y0
+        r, c = int(y0), int(x0)
+        top = img[r, c]
+        top = top + (img[r, c + 1] - top) * fx
+        bottom = img[r + 1, c]
+        bottom = bottom + (img[r + 1, c + 1] - bottom) * fx
+        out[p] = top + (bottom - top) * fy
 
 
 # --------------------------------------------------------------------------- compiling
@@ -241,10 +280,10 @@ SIGNATURES = {
     "activation_forward": f"void({M}, {V}, i8, {M}, f4, f4, {M})",
     "negate_bias": f"void({M}, {V})",
     "activation_backward": f"void({M}, {M}, i8, {M})",
-    "resample": f"void(f4[:, :, ::1], {M}, {M}, {M}, {M}, {M})",
+    "augment": f"void(f4[:, :, ::1], {M}, f4, b1, {M}, {M}, {M}, {M}, {M})",
 }
 HELPERS = ("_decayed_grad", "_average", "_sgd", "_momentum", "_adam", "_activate",
-           "_derivative", "_clip")
+           "_derivative", "_clip", "_stroke", "_sample")
 EMPTY_VECTOR = np.empty(0, np.float32)
 EMPTY_MATRIX = np.empty((0, 0), np.float32)
 
