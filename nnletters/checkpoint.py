@@ -2,7 +2,8 @@
 
 Layout of ``last.npz`` / ``best.npz``:
     model/<i>/<name>   float32 parameters of the i-th parameter layer (``model/0/W``...)
-    optim/<name>       the optimiser's state (velocity, or Adam's m, v, t)
+    optim/<name>       last.npz: the optimiser's state (velocity, or Adam's m, v, t); best.npz
+                       has none (older runs wrote it there too; nothing reads it)
     ema/<name>         last.npz with optim.ema: the weight average (theta, updates, buffers)
     meta               a 0-d unicode array holding a JSON object: format version, epoch, class
                        names, image size, layer sizes, activation, loss, RNG state, best metric,

@@ -6,7 +6,7 @@ model, train, test, and write the summary. The loop itself is ``nnletters.traini
         metrics.jsonl    one JSON object per epoch
         metrics.csv      the same rows as CSV
         last.npz         model + optimiser + RNG state after the last completed epoch
-        best.npz         the same at the best epoch of the monitored metric
+        best.npz         the model (and metadata) at the best epoch of the monitored metric
         summary.json     best epoch and metric, why it stopped, test accuracy and loss, sizes, times
         skipped.txt      unreadable input files and why (only when there were any)
         data.json        what identifies the data: a digest of each split, synthetic fonts

@@ -357,7 +357,7 @@ class Trainer:
         save_checkpoint(self.run_dir / "last.npz", self.model, meta, self.optimizer, extra=ema)
         if is_best:
             with self.evaluated_weights():  # eval and predict read best.npz
-                save_checkpoint(self.run_dir / "best.npz", self.model, meta, self.optimizer)
+                save_checkpoint(self.run_dir / "best.npz", self.model, meta)
         self._saved_epoch = self.state.epoch
 
     # ------------------------------------------------------------------ resume
@@ -403,7 +403,7 @@ class Trainer:
             self.best.keep()
             if not _holds_epoch(path, st.epoch):
                 with self.evaluated_weights():
-                    save_checkpoint(path, self.model, self.checkpoint_meta(), self.optimizer)
+                    save_checkpoint(path, self.model, self.checkpoint_meta())
             return
         best = load_checkpoint(path)
         if best.meta.get("epoch") != st.best_epoch:
