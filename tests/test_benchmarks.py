@@ -121,3 +121,16 @@ def test_bench_scale_measures_every_phase_at_each_size(tmp_path):
         assert r["train"]["epoch_seconds"] > 0 and r["train"]["peak_rss"] > 0
         assert r["budget"]["total"] > r["budget"]["data"] == r["images"] * (28 * 28 * 4 + 8)
     assert len(report["linearity"]["train_peak"]) == 2
+
+
+def test_bench_step_times_every_part_of_a_step():
+    out = run_script("benchmarks/bench_step.py", "--hidden", "32", "--optimizer", "adamw",
+                     "--ema", "0.99", "--dropout", "0.2", "--kernels", "numpy", "--steps", "3",
+                     "--rounds", "2", "--pause", "0.01", "--json", "--keep-blas-env")
+    report = json.loads(out)
+    parts = report["parts"]
+    assert list(parts) == ["step", "forward + loss + backward", "optimiser update",
+                           "matmul-only"]
+    assert all(p["ms"] > 0 and p["min"] <= p["ms"] <= p["max"] for p in parts.values())
+    assert parts["step"]["share_of_step"] == 1.0
+    assert report["matmul_share"] == parts["matmul-only"]["ms"] / parts["step"]["ms"]
