@@ -28,7 +28,7 @@ TINY = {
               "--set", "model.hidden=[32]"],
     "tune": ["--trials", "2", "--set", "train.epochs=1", "--set", "data.synthetic.per_class=8"],
 }
-REPLACE = [(r"--per-class \d+", "--per-class 4")]
+REPLACE = [(r"--per-class \d+", "--per-class 4"), (r"--trials \d+", "--trials 2")]
 
 
 def doc_commands(doc: str) -> list[str]:
