@@ -155,8 +155,18 @@ def worker(args: argparse.Namespace) -> None:
     from nnletters.data import load_dataset, load_splits
 
     cfg = load_config(args.config, train_overrides(args))
+    before = _status_kib("VmRSS") * 1024
+    if args.worker == "train":
+        # The compiled kernels' runtime (numba and LLVM, ~130 MiB) is code, a fixed cost like
+        # NumPy's import, not memory that grows with the data: loaded before the base RSS is
+        # read, and reported on its own line.
+        from nnletters.nn import kernels
+
+        sizes = [args.image_size ** 2, *cfg.model.hidden, args.letters]
+        if kernels.resolve(cfg.train.kernels, sizes) == "numba":
+            kernels.prepare(log=lambda _line: None)
     base = _status_kib("VmRSS") * 1024
-    out: dict = {}
+    out: dict = {"kernels_rss": base - before}
     t0 = time.perf_counter()
     if args.worker == "decode":
         ds = load_dataset(args.data, args.image_size, workers=args.workers,
@@ -260,6 +270,10 @@ def print_report(report: dict) -> None:
               f"{r['train_peak_over_budget']:>8.2f}x")
     print("peak MiB: the phase's peak RSS over its RSS after imports; budget: decoded data "
           "as float32 + model (parameters, gradients, optimiser state, weight average)")
+    kernels_rss = max(r["train"].get("kernels_rss", 0) for r in report["rows"])
+    if kernels_rss > 4 * MIB:
+        print(f"the training command's imports include the compiled kernels' runtime (numba, "
+              f"LLVM): {kernels_rss / MIB:.0f} MiB, the same at every size")
     print("\nper image, relative to the smallest size (1.00 = linear):")
     for key, values in report["linearity"].items():
         print(f"  {key:<22}" + "  ".join(f"{v:5.2f}" for v in values))
