@@ -27,6 +27,7 @@ and hparams need TensorFlow or torch there).
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -69,6 +70,14 @@ def require_tensorboard() -> Any:
     return SummaryWriter
 
 
+def open_writer(writer_class: Any, log_dir: Path, purge_step: int | None) -> Any:
+    """A SummaryWriter on a file of its own. tensorboardX names the file by second and host
+    and opens it with "wb", so a resume started within the same second as the run it goes
+    on from would truncate that run's file; the process id in the name prevents it."""
+    return writer_class(str(log_dir), purge_step=purge_step, flush_secs=30,
+                        filename_suffix=f".{os.getpid()}")
+
+
 @contextlib.contextmanager
 def _without_torch() -> Iterator[None]:
     """tensorboardX imports torch when it is installed, only to accept its tensors (import
@@ -100,8 +109,7 @@ class TensorBoardLog(Callback):
         log_dir = Path(trainer.run_dir) / LOG_DIR
         fresh = not any(log_dir.glob("events.out.tfevents.*"))
         start = trainer.state.epoch + 1  # the first epoch this process trains
-        self.writer = self.writer_class(str(log_dir), purge_step=None if fresh else start,
-                                        flush_secs=30)
+        self.writer = open_writer(self.writer_class, log_dir, None if fresh else start)
         if fresh:
             self._write_hparams_start()
             self._write_inputs()

@@ -18,7 +18,13 @@ import nnletters
 from nnletters import metrics
 from nnletters.cli import main
 from nnletters.fileio import CRASH_ENV
-from nnletters.tensorboard_log import EXTRA_MESSAGE, HPARAM_METRICS, tag
+from nnletters.tensorboard_log import (
+    EXTRA_MESSAGE,
+    HPARAM_METRICS,
+    open_writer,
+    require_tensorboard,
+    tag,
+)
 from tests.conftest import write_letters
 
 pytest.importorskip("tensorboardX", reason="the 'tensorboard' extra is not installed")
@@ -143,12 +149,35 @@ def test_a_run_killed_and_resumed_has_every_step_once(tmp_path):
     assert set(steps_in_file(first, "loss/train")) >= {1, 2, 3}
     resumed = train("--resume", str(run), "--quiet")
     assert resumed.returncode == 0, resumed.stderr
-    # The resumed writer marks a purge from epoch 4 on (in a file of its own, or appended to
-    # the first when both got the same name: tensorboardX names files by second and host).
+    # The resumed writer marks a purge from epoch 4 on, in a file of its own: tensorboardX
+    # names files by second and host and opens them with "wb", so without the process id in
+    # the name a resume within the same second truncated the first file (seen in CI: the
+    # loader then had only epochs 4-6).
     files = sorted((run / "tensorboard").glob("events.out.tfevents.*"))
+    assert len(files) == 2 and first in files
     assert [s for f in files for s in session_starts(f)] == [4]
     assert [s for s, _ in scalars(accumulator(run), "loss/train")] == [1, 2, 3, 4, 5, 6]
     assert_scalars_equal_metrics(run)
+
+
+def test_a_resume_in_the_same_second_keeps_the_first_file(tmp_path, monkeypatch):
+    """tensorboardX names event files by second and host and opens them with "wb": a second
+    process's writer started within the same second truncated the first run's file. The
+    clock is pinned to one second and the process id changed for the second writer."""
+    import tensorboardX.event_file_writer as efw
+
+    writer_class = require_tensorboard()
+    monkeypatch.setattr(efw.time, "time", lambda: 1_700_000_000.25)
+    first = open_writer(writer_class, tmp_path, None)
+    first.add_scalar("loss/train", 1.0, 1)
+    first.close()
+    monkeypatch.setattr(os, "getpid", lambda: 999_999)
+    second = open_writer(writer_class, tmp_path, 2)
+    second.add_scalar("loss/train", 2.0, 2)
+    second.close()
+    files = sorted(tmp_path.glob("events.out.tfevents.*"))
+    assert len(files) == 2
+    assert sorted(s for f in files for s in steps_in_file(f, "loss/train")) == [1, 2]
 
 
 def steps_in_file(path: Path, name: str) -> list[int]:
