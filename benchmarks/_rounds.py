@@ -18,7 +18,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -89,3 +89,16 @@ def check_kernels(kernels: str | None) -> None:
         load_config(None, ["data.source=synthetic", *kernels_overrides(kernels)])
     except NNLettersError as exc:
         sys.exit(f"error: --kernels {kernels}: this nnletters does not accept it ({exc})")
+
+
+def emit(report: dict, save: str | None, as_json: bool,
+         print_report: Callable[[dict], None]) -> None:
+    """A benchmark's end: the report as JSON to ``save`` (when given), then on stdout as JSON
+    (``as_json``) or as the script's own table."""
+    text = json.dumps(report, indent=2) + "\n"
+    if save:
+        Path(save).write_text(text, encoding="utf-8")
+    if as_json:
+        print(text, end="")
+    else:
+        print_report(report)

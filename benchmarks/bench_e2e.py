@@ -51,6 +51,7 @@ from _measure import limit_blas_threads
 from _rounds import (
     KERNELS,
     check_kernels,
+    emit,
     fmt_spread,
     kernels_overrides,
     paired_ratios,
@@ -390,12 +391,7 @@ def main(argv: list[str] | None = None) -> None:
 
     runs, gemm, load = run_rounds(args, threads)
     report = build_report(args, cfg, threads, runs, gemm, load)
-    if args.save:
-        Path(args.save).write_text(json.dumps(report, indent=2))
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print_report(report)
+    emit(report, args.save, args.json, print_report)
 
 
 def run_rounds(args: argparse.Namespace, threads: int

@@ -37,7 +37,7 @@ from pathlib import Path
 
 from _blasenv import describe as describe_blas_env
 from _blasenv import drop_slow_blas_vars, openblas_env
-from _rounds import KERNELS, check_kernels, kernels_overrides, run_json
+from _rounds import KERNELS, check_kernels, emit, kernels_overrides, run_json
 
 if __name__ == "__main__":
     drop_slow_blas_vars()
@@ -313,12 +313,7 @@ def main(argv: list[str] | None = None) -> None:
               "letters": args.letters, "image_size": args.image_size, "folder": str(folder),
               "synth_seconds": synth_seconds, "load_average": load,
               "openblas_env": openblas_env(), "rows": rows, "linearity": linearity(rows)}
-    if args.save:
-        Path(args.save).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print_report(report)
+    emit(report, args.save, args.json, print_report)
 
 
 if __name__ == "__main__":

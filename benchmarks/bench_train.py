@@ -66,6 +66,7 @@ from _rounds import (  # noqa: E402
     KERNELS,
     PAUSE_SECONDS,
     check_kernels,
+    emit,
     fmt_spread,
     kernels_overrides,
     paired_ratios,
@@ -841,12 +842,7 @@ def main(argv: list[str] | None = None) -> None:
     for kernels in args.kernels:
         check_kernels(kernels)
     result = run(args, argv)
-    if args.save:
-        Path(args.save).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        print_report(result)
+    emit(result, args.save, args.json, print_report)
 
 
 if __name__ == "__main__":
