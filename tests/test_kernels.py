@@ -32,7 +32,13 @@ from nnletters.training import build, train_epoch
 pytest.importorskip("numba", reason="train.kernels: numba needs the 'fast' extra (numba)")
 
 from nnletters.nn import kernels  # noqa: E402
-from nnletters.nn.fused import FusedActivation, FusedDense, FusedStep  # noqa: E402
+from nnletters.nn.fused import (  # noqa: E402
+    FusedActivation,
+    FusedDense,
+    FusedStep,
+    draw_uniform_bits,
+    keep_threshold,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 ACTIVATIONS = ["relu", "leaky_relu", "tanh", "sigmoid"]
@@ -89,6 +95,35 @@ def test_layer_kernels_match_numpy_bit_for_bit(activation, dropout):
     assert same_bits(out, out_ref)
     assert same_bits(fused.a, ref_layers[0].a)
     assert same_bits(d, d_ref)
+
+
+@pytest.mark.parametrize("bit_generator", [np.random.PCG64, np.random.Philox])
+@pytest.mark.parametrize("before", [0, 1, 2, 3])
+@pytest.mark.parametrize("n", [1, 4, 5, 6, 7, 360, 361, 131072])
+def test_dropout_bits_are_the_uniforms_draws_and_leave_the_same_state(n, before,
+                                                                     bit_generator):
+    """The fused layer's 32-bit draws are those behind rng.random(float32), whatever half-word
+    the generator keeps before and after (odd counts before and odd sizes), and the state
+    left is NumPy's own, so every later draw of the run is unchanged."""
+    ref, ours = (np.random.Generator(bit_generator(11)) for _ in range(2))
+    for g in (ref, ours):
+        g.random(before, dtype=np.float32)
+    u = ref.random(n, dtype=np.float32)
+    bits = draw_uniform_bits(ours, np.empty(n, dtype=np.uint32))
+    assert np.array_equal((bits >> 8).astype(np.float32) / np.float32(1 << 24), u)
+    state = [json.dumps(g.bit_generator.state, default=np.ndarray.tolist) for g in (ours, ref)]
+    assert state[0] == state[1]
+    assert np.array_equal(ours.random(9, dtype=np.float32), ref.random(9, dtype=np.float32))
+
+
+@pytest.mark.parametrize("p", [1e-7, 0.1, 0.25, 0.3, 0.5, 0.9, 0.9999999])
+def test_keep_threshold_is_where_dropout_starts_keeping(p):
+    """floor(u + keep) with u = k / 2^24 is 0 below the threshold and 1 from it on."""
+    keep = np.float32(1.0 - p)
+    k = int(keep_threshold(keep))
+    ks = np.arange(max(k - 64, 0), min(k + 64, 1 << 24))
+    kept = np.floor(ks.astype(np.float32) / np.float32(1 << 24) + keep) >= 1
+    assert np.array_equal(kept, ks >= k)
 
 
 @pytest.mark.parametrize("activation", ACTIVATIONS)

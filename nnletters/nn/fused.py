@@ -12,6 +12,8 @@ checkpoint written by one path resumes on the other, and both train to the same 
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 from numpy.typing import NDArray
 
@@ -46,6 +48,18 @@ class FusedActivation(Activation):
                      "tanh": kernels.IDENTITY, "sigmoid": kernels.SIGMOID_FROM_EXP}[name]
         self.mask: F32 | None = None
 
+    def _dropout_mask(self, shape: tuple[int, int]) -> tuple[np.ndarray, F32]:
+        """(bits, mask buffer) for one forward pass: the generator's draws for ``shape``."""
+        bits = draw_uniform_bits(self.rng, self._bits_buffer(shape))
+        return bits, self._buffer("mask", shape)
+
+    def _bits_buffer(self, shape: tuple[int, int]) -> np.ndarray:
+        key = ("bits", shape)
+        buf = self._buffers.get(key)
+        if buf is None:
+            buf = self._buffers[key] = np.empty(shape, dtype=np.uint32)
+        return buf
+
     def forward(self, z: F32, train: bool) -> F32:
         b = self.dense.b if self.dense is not None and self.dense.b is not None \
             else kernels.EMPTY_VECTOR
@@ -62,20 +76,67 @@ class FusedActivation(Activation):
         self.a = z
         if not train or self.p == 0.0:
             self.mask = None
-            kernels.activation_forward(z, b, self.code, kernels.EMPTY_MATRIX, F32_(0), F32_(0),
-                                       kernels.EMPTY_MATRIX)
+            kernels.activation_forward(z, b, self.code, kernels.EMPTY_BITS, np.uint32(0),
+                                       F32_(0), kernels.EMPTY_MATRIX, kernels.EMPTY_MATRIX)
             return z
         keep = F32_(1.0 - self.p)
-        u = self.rng.random(z.shape, dtype=np.float32, out=self._buffer("mask", z.shape))
+        bits, mask = self._dropout_mask(z.shape)
         out = self._buffer("out", z.shape)
-        kernels.activation_forward(z, b, self.code, u, keep, F32_(1.0 / keep), out)
-        self.mask = u
+        kernels.activation_forward(z, b, self.code, bits, keep_threshold(keep),
+                                   F32_(1.0 / keep), mask, out)
+        self.mask = mask
         return out
 
     def backward(self, da: F32) -> F32:
         mask = self.mask if self.mask is not None else kernels.EMPTY_MATRIX
         kernels.activation_backward(da, self.a, self.code, mask)
         return da
+
+
+# --------------------------------------------------------------------------- dropout's draws
+
+U24 = 1 << 24  # NumPy's float32 uniform: (32-bit draw >> 8) / 2^24
+
+
+def keep_threshold(keep: np.float32) -> np.uint32:
+    """The least k in [0, 2^24] with floor(float32(k / 2^24) + keep) >= 1: Dropout keeps a
+    unit exactly when its uniform's 24 bits k reach it (float32 addition is monotone in k)."""
+    low, high = 0, U24  # floor(1 + keep) >= 1, so the answer is at most 2^24
+    while low < high:
+        mid = (low + high) // 2
+        if np.floor(F32_(mid) / F32_(U24) + keep) >= 1:
+            high = mid
+        else:
+            low = mid + 1
+    return np.uint32(low)
+
+
+def draw_uniform_bits(rng: np.random.Generator, out: np.ndarray) -> np.ndarray:
+    """Fill ``out`` (uint32) with the 32-bit draws ``rng.random(out.shape, float32)`` would
+    turn into uniforms, leaving ``rng`` in the state that call leaves it in.
+
+    NumPy's PCG64 makes 32-bit draws two at a time: the low half of a 64-bit output first,
+    the high half kept (``has_uint32``) for the next. Reading the 64-bit outputs directly
+    (``random_raw``) gives the same numbers for half the calls into the generator; the draws
+    at either end go through ``integers``, so the half-word kept in the state is NumPy's.
+    Other bit generators take NumPy's own route (the uniforms, whose 24 bits are exact)."""
+    flat = out.reshape(-1)
+    n = flat.size
+    bitgen = rng.bit_generator
+    if type(bitgen) is not np.random.PCG64 or n < 4 or sys.byteorder != "little":
+        u = rng.random(n, dtype=np.float32)
+        u *= F32_(U24)
+        np.left_shift(u.astype(np.uint32), 8, out=flat)
+        return out
+    start = 0
+    if bitgen.state["has_uint32"]:  # the kept high half comes first
+        flat[:1] = rng.integers(0, 1 << 32, 1, dtype=np.uint32)
+        start = 1
+    tail = 2 if (n - start) % 2 == 0 else 1  # the last word goes through NumPy: its kept half
+    words = (n - start - tail) // 2
+    flat[start:start + 2 * words] = bitgen.random_raw(words).view(np.uint32)  # low half first
+    flat[n - tail:] = rng.integers(0, 1 << 32, tail, dtype=np.uint32)
+    return out
 
 
 # --------------------------------------------------------------------------- optimisers

@@ -126,7 +126,8 @@ def ema_step(theta, shadow, rate):
 
 # --------------------------------------------------------------------------- layers
 # z (N, F) float32 is the Dense layer's output x W; b (F,) its bias (empty: none or added
-# already). u (N, F) holds dropout's float32 uniforms (empty: no dropout) and becomes the mask.
+# already). bits (N, F) uint32 are the generator's 32-bit draws behind dropout's float32
+# uniforms (empty: no dropout): NumPy makes each uniform as (bits >> 8) / 2^24.
 
 
 def _activate(z, act):
@@ -152,11 +153,16 @@ def _derivative(a, act):
     return a * (np.float32(1.0) - a)  # sigmoid: a (1 - a)
 
 
-def activation_forward(z, b, act, u, keep, scale, out):
-    """a = f(z + b) into z; with dropout (u not empty) the mask floor(u + keep) * scale into
-    u and a * mask into out (N, F). (layers.Dense's bias, Activation, Dropout.forward.)"""
+def activation_forward(z, b, act, bits, kept_from, scale, mask, out):
+    """a = f(z + b) into z; with dropout (bits not empty) the mask into ``mask`` and a * mask
+    into out (N, F). (layers.Dense's bias, Activation, Dropout.forward.)
+
+    Dropout's mask floor(u + keep) * scale is ``scale`` where u + keep reaches 1, else 0;
+    with u = (bits >> 8) / 2^24 that is where (bits >> 8) >= kept_from (``keep_threshold``),
+    which the kernel tests on the integers without making u."""
     n, f = z.shape
-    bias, dropout = b.size > 0, u.size > 0
+    bias, dropout = b.size > 0, bits.size > 0
+    zero = np.float32(0.0)
     for i in prange(n):
         for j in range(f):
             x = z[i, j]
@@ -165,9 +171,9 @@ def activation_forward(z, b, act, u, keep, scale, out):
             a = _activate(x, act)
             z[i, j] = a
             if dropout:
-                mask = np.floor(u[i, j] + keep) * scale
-                u[i, j] = mask
-                out[i, j] = a * mask
+                m = scale if (bits[i, j] >> np.uint32(8)) >= kept_from else zero
+                mask[i, j] = m
+                out[i, j] = a * m
 
 
 def negate_bias(z, b):
@@ -277,7 +283,7 @@ SIGNATURES = {
     "momentum_step": f"void({V}, {V}, {V}, i8, f4, f4, f4, b1, {V}, f4)",
     "adam_step": f"void({V}, {V}, {V}, {V}, i8, f4, i8, f4, f4, f4, f4, f4, {V}, f4)",
     "ema_step": f"void({V}, {V}, f4)",
-    "activation_forward": f"void({M}, {V}, i8, {M}, f4, f4, {M})",
+    "activation_forward": f"void({M}, {V}, i8, u4[:, ::1], u4, f4, {M}, {M})",
     "negate_bias": f"void({M}, {V})",
     "activation_backward": f"void({M}, {M}, i8, {M})",
     "augment": f"void(f4[:, :, ::1], {M}, f4, b1, {M}, {M}, {M}, {M}, {M})",
@@ -286,6 +292,7 @@ HELPERS = ("_decayed_grad", "_average", "_sgd", "_momentum", "_adam", "_activate
            "_derivative", "_clip", "_stroke", "_sample")
 EMPTY_VECTOR = np.empty(0, np.float32)
 EMPTY_MATRIX = np.empty((0, 0), np.float32)
+EMPTY_BITS = np.empty((0, 0), np.uint32)
 
 _compiled = False
 
