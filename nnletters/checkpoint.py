@@ -52,10 +52,11 @@ class Checkpoint:
 def save_checkpoint(path: str | Path, model, meta: dict[str, Any], optimizer=None,
                     extra: dict[str, np.ndarray] | None = None) -> None:
     """Write the model's arrays (and the optimiser's state) with ``meta`` atomically;
-    ``extra`` adds arrays under their own prefixed keys (``ema/...``)."""
-    arrays = {f"model/{k}": v for k, v in model.state_dict().items()}
+    ``extra`` adds arrays under their own prefixed keys (``ema/...``). The live arrays are
+    written as they are (no copies: the write is over before this returns)."""
+    arrays = {f"model/{k}": v for k, v in model.state_dict(copy=False).items()}
     if optimizer is not None:
-        arrays.update({f"optim/{k}": v for k, v in optimizer.state_dict().items()})
+        arrays.update({f"optim/{k}": v for k, v in optimizer.state_dict(copy=False).items()})
     arrays.update(extra or {})
     meta = {"kind": KIND, "format_version": FORMAT_VERSION, **meta}
     arrays["meta"] = np.array(json.dumps(meta))

@@ -353,7 +353,8 @@ class Trainer:
         the checkpoint's epoch), and best.npz is behind only when last.npz itself holds the
         best weights (its best_epoch equals its epoch)."""
         meta = self.checkpoint_meta()
-        ema = {f"ema/{k}": v for k, v in self.ema.state_dict().items()} if self.ema else {}
+        ema = ({f"ema/{k}": v for k, v in self.ema.state_dict(copy=False).items()}
+               if self.ema else {})
         save_checkpoint(self.run_dir / "last.npz", self.model, meta, self.optimizer, extra=ema)
         if is_best:
             with self.evaluated_weights():  # eval and predict read best.npz

@@ -93,10 +93,12 @@ class EMA:
         finally:
             self.swap()
 
-    def state_dict(self) -> dict[str, np.ndarray]:
-        """Arrays only: ``theta`` (flat), ``updates`` (int64) and ``<i>/<buffer>``."""
-        return {"theta": self.theta.copy(), "updates": np.array(self.updates, np.int64),
-                **{key: value.copy() for key, value in self.buffers.items()}}
+    def state_dict(self, copy: bool = True) -> dict[str, np.ndarray]:
+        """Arrays only: ``theta`` (flat), ``updates`` (int64) and ``<i>/<buffer>``
+        (``copy=False``: the live arrays, as ``MLP.state_dict``)."""
+        arrays = {"theta": self.theta, **self.buffers}
+        return {**{k: v.copy() if copy else v for k, v in arrays.items()},
+                "updates": np.array(self.updates, np.int64)}
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
         for key, dst in [("theta", self.theta), *self.buffers.items()]:

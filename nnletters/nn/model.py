@@ -163,14 +163,14 @@ class MLP:
         return [getattr(layer, "d" + name) for layer in self.layers
                 for name, _, _ in layer.param_specs]
 
-    def state_dict(self) -> dict[str, np.ndarray]:
-        """Arrays only: ``{"<i>/<name>": array}`` for every parameter-holding layer i."""
+    def state_dict(self, copy: bool = True) -> dict[str, np.ndarray]:
+        """Arrays only: ``{"<i>/<name>": array}`` for every parameter-holding layer i
+        (``copy=False``: the live arrays, for a writer that is done before they change)."""
         state: dict[str, np.ndarray] = {}
         for i, layer in enumerate(self.stateful_layers()):
-            for name, _, _ in layer.param_specs:
-                state[f"{i}/{name}"] = getattr(layer, name).copy()
-            for name in layer.buffer_names:
-                state[f"{i}/{name}"] = getattr(layer, name).copy()
+            for name in [n for n, _, _ in layer.param_specs] + list(layer.buffer_names):
+                array = getattr(layer, name)
+                state[f"{i}/{name}"] = array.copy() if copy else array
         return state
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:

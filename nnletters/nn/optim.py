@@ -78,8 +78,10 @@ class Optimizer:
             norms = np.sqrt(np.einsum("ij,ij->j", W, W))
             W *= c / np.maximum(norms, c)
 
-    def state_dict(self) -> dict[str, np.ndarray]:
-        return {name: getattr(self, name).copy() for name in self.state_names}
+    def state_dict(self, copy: bool = True) -> dict[str, np.ndarray]:
+        """The state's arrays (``copy=False``: the live ones, as ``MLP.state_dict``)."""
+        return {name: getattr(self, name).copy() if copy else getattr(self, name)
+                for name in self.state_names}
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
         for name in self.state_names:
@@ -172,8 +174,8 @@ class Adam(Optimizer):
         s *= self._lr_t
         w -= s
 
-    def state_dict(self) -> dict[str, np.ndarray]:
-        return {"m": self.m.copy(), "v": self.v.copy(), "t": np.array(self.t, dtype=np.int64)}
+    def state_dict(self, copy: bool = True) -> dict[str, np.ndarray]:
+        return {**super().state_dict(copy), "t": np.array(self.t, dtype=np.int64)}
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
         for name in ("m", "v"):
