@@ -60,7 +60,21 @@ def save_checkpoint(path: str | Path, model, meta: dict[str, Any], optimizer=Non
     arrays.update(extra or {})
     meta = {"kind": KIND, "format_version": FORMAT_VERSION, **meta}
     arrays["meta"] = np.array(json.dumps(meta))
-    write_with(path, lambda fh: np.savez(fh, **arrays))
+    write_with(path, lambda fh: write_npz(fh, arrays))
+
+
+def write_npz(fh, arrays: dict[str, np.ndarray]) -> None:
+    """What ``np.savez(fh, **arrays)`` writes (an uncompressed zip of ``<name>.npy``
+    members, each a version 1.0 .npy header and the array's bytes), read straight from each
+    array's memory: ``np.savez`` first copies every array into a bytes object, which for the
+    recipe's last.npz is 21 MB more memory and copying per epoch."""
+    with zipfile.ZipFile(fh, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for name, value in arrays.items():
+            array = np.asarray(value, order="C")
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array_header_1_0(
+                    member, np.lib.format.header_data_from_array_1_0(array))
+                member.write(array.reshape(-1).view(np.uint8))
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:

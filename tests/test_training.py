@@ -87,6 +87,28 @@ def test_checkpoint_round_trip(tmp_path):
     assert not list(tmp_path.glob(".*tmp"))  # no temp file left behind
 
 
+def test_checkpoints_hold_what_np_savez_writes_byte_for_byte(tmp_path):
+    """write_npz reads the arrays' own memory; each member is np.savez's .npy, to the byte."""
+    import io
+    import zipfile
+
+    from nnletters.checkpoint import write_npz
+
+    arrays = {"model/0/W": np.random.default_rng(0).random((30, 7), dtype=np.float32),
+              "optim/t": np.array(12, np.int64), "meta": np.array('{"classes": ["\u00e9"]}'),
+              "empty": np.zeros((0, 3), np.float32), "view": np.arange(40.0)[10:30:2]}
+    ours, theirs = io.BytesIO(), io.BytesIO()
+    write_npz(ours, arrays)
+    np.savez(theirs, **arrays)
+    with zipfile.ZipFile(ours) as a, zipfile.ZipFile(theirs) as b:
+        assert a.namelist() == b.namelist()
+        assert all(a.read(name) == b.read(name) for name in a.namelist())
+    ours.seek(0)
+    with np.load(ours, allow_pickle=False) as npz:
+        assert all(np.array_equal(npz[k], v) and npz[k].shape == v.shape
+                   for k, v in arrays.items())
+
+
 def test_checkpoint_shape_mismatch_is_refused(tmp_path):
     model = MLP([6, 5, 3], "relu", "he", 0.0, "cross_entropy", np.random.default_rng(0))
     meta = {"classes": ["a", "b", "c"], "image_size": 2, "layer_sizes": [6, 4, 3],
