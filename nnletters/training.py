@@ -206,8 +206,12 @@ class BestWeights:
             self.keep_current()
 
     def keep_current(self) -> None:
-        """Copy the model's weights and buffers as they are now (no EMA swap)."""
-        self.theta = self.model.theta.copy()
+        """Copy the model's weights and buffers as they are now (no EMA swap), into the
+        previous best's array when there is one."""
+        if self.theta is None or self.theta.shape != self.model.theta.shape:
+            self.theta = self.model.theta.copy()
+        else:
+            np.copyto(self.theta, self.model.theta)
         self.buffers = {key: getattr(layer, name).copy()
                         for key, layer, name in buffer_refs(self.model)}
 

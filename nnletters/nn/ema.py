@@ -42,7 +42,7 @@ class EMA:
         self.buffers: dict[str, F32] = {key: getattr(layer, name).copy()
                                         for key, layer, name in buffer_refs(model)}
         self.updates = 0
-        self._scratch = np.empty_like(self.theta)  # swap space; its head is update's block
+        self._scratch = np.empty(min(BLOCK, self.theta.size), self.theta.dtype)  # one block
         self.fused = hasattr(optimizer, "attach_ema")
         if self.fused:
             optimizer.attach_ema(self)
@@ -73,10 +73,15 @@ class EMA:
         return rate
 
     def swap(self) -> None:
-        """Exchange the model's weights (and buffers) with the averaged ones."""
-        np.copyto(self._scratch, self.model.theta)
-        self.model.theta[...] = self.theta
-        self.theta[...] = self._scratch
+        """Exchange the model's weights (and buffers) with the averaged ones, a block at a
+        time (no third copy of the weights)."""
+        live, shadow = self.model.theta, self.theta
+        for start in range(0, live.size, BLOCK):
+            a, b = live[start:start + BLOCK], shadow[start:start + BLOCK]
+            saved = self._scratch[:a.size]
+            np.copyto(saved, a)
+            np.copyto(a, b)
+            np.copyto(b, saved)
         for key, layer, name in buffer_refs(self.model):
             live, shadow = getattr(layer, name), self.buffers[key]
             saved = live.copy()
