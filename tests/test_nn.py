@@ -176,6 +176,45 @@ def test_optimizer_state_round_trip():
     np.testing.assert_array_equal(model.theta, model2.theta)
 
 
+@pytest.mark.parametrize("kernels", ["numpy", "numba"])
+def test_batches_of_every_size_share_one_buffer_per_layer_and_tag(kernels):
+    """Training batches, a validation batch of 64 and its last batch of 5 use the first rows
+    of one array per buffer, and each gives what a model that never saw the others gives."""
+    if kernels == "numba":
+        pytest.importorskip("numba", reason="train.kernels: numba needs the 'fast' extra")
+    rng = np.random.default_rng(0)
+    x, y = rng.random((64, 12), dtype=np.float32), rng.integers(0, 4, 64)
+
+    def model():
+        return MLP([12, 16, 8, 4], dropout=0.25, rng=np.random.default_rng(1), kernels=kernels)
+
+    shared, fresh = model(), model()
+    for n in (64, 5, 16):
+        expected = model().forward(x[:n]).copy()
+        assert np.array_equal(shared.forward(x[:n]), expected)
+    shared.train_step(x[:16], y[:16])
+    fresh.train_step(x[:16], y[:16])
+    assert np.array_equal(shared.grad, fresh.grad)
+    for layer in shared.layers:
+        tags = [key[0] for key in layer._buffers]
+        assert len(tags) == len(set(tags))  # one array per tag, whatever the batch sizes
+        assert all(buf.shape[0] == (64 if key[0] == "z" else 16)  # dx, mask: training only
+                   for key, buf in layer._buffers.items())
+
+
+def test_ema_swap_exchanges_the_weights_and_back():
+    from nnletters.nn.ema import BLOCK, EMA
+
+    model = MLP([300, 500, 10], rng=np.random.default_rng(0))  # more than two blocks
+    assert model.theta.size > 2 * BLOCK
+    ema = EMA(model, 0.9)
+    ema.theta[...] = np.random.default_rng(1).random(model.theta.size, dtype=np.float32)
+    live, shadow = model.theta.copy(), ema.theta.copy()
+    with ema.applied():
+        assert np.array_equal(model.theta, shadow) and np.array_equal(ema.theta, live)
+    assert np.array_equal(model.theta, live) and np.array_equal(ema.theta, shadow)
+
+
 def test_schedules():
     def lrs(**kw):
         s = Schedule(ScheduleConfig(**kw), 1.0, 10)

@@ -50,15 +50,8 @@ class FusedActivation(Activation):
 
     def _dropout_mask(self, shape: tuple[int, int]) -> tuple[np.ndarray, F32]:
         """(bits, mask buffer) for one forward pass: the generator's draws for ``shape``."""
-        bits = draw_uniform_bits(self.rng, self._bits_buffer(shape))
+        bits = draw_uniform_bits(self.rng, self._buffer("bits", shape, np.uint32))
         return bits, self._buffer("mask", shape)
-
-    def _bits_buffer(self, shape: tuple[int, int]) -> np.ndarray:
-        key = ("bits", shape)
-        buf = self._buffers.get(key)
-        if buf is None:
-            buf = self._buffers[key] = np.empty(shape, dtype=np.uint32)
-        return buf
 
     def forward(self, z: F32, train: bool) -> F32:
         b = self.dense.b if self.dense is not None and self.dense.b is not None \

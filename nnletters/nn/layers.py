@@ -4,7 +4,7 @@ A layer's ``forward(x, train)`` returns its output and remembers what ``backward
 ``backward(dout)`` takes dL/d(output) and returns dL/d(input), filling the layer's parameter
 gradients on the way. Shapes: x is (N, fan_in) float32, outputs (N, fan_out) float32.
 
-Speed without losing the maths: outputs go into per-batch-size buffers that are reused every
+Speed without losing the maths: outputs go into buffers that are reused every
 step (no batch-sized allocation per step), bias-add happens in the matmul's output buffer, and
 activations overwrite their input in place because their derivative needs only the output.
 """
@@ -31,13 +31,15 @@ class Layer:
     def __init__(self) -> None:
         self._buffers: dict[tuple, F32] = {}
 
-    def _buffer(self, tag: str, shape: tuple[int, ...]) -> F32:
-        """A scratch array of ``shape`` (float32) kept for reuse across steps."""
-        key = (tag, shape)
+    def _buffer(self, tag: str, shape: tuple[int, ...], dtype: type | None = None) -> F32:
+        """A scratch array of ``shape`` (the layer's dtype unless given) kept for reuse
+        across steps: the first ``shape[0]`` rows of the largest one this tag has needed, so
+        that training, validation and their last, smaller batches share one array."""
+        key = (tag, shape[1:], dtype)
         buf = self._buffers.get(key)
-        if buf is None:
-            buf = self._buffers[key] = np.empty(shape, dtype=self.dtype)
-        return buf
+        if buf is None or buf.shape[0] < shape[0]:
+            buf = self._buffers[key] = np.empty(shape, dtype=dtype or self.dtype)
+        return buf[:shape[0]]
 
     def forward(self, x: F32, train: bool) -> F32:
         raise NotImplementedError
