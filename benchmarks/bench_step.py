@@ -10,7 +10,10 @@ each part timed in blocks of ``--steps`` calls. The parts alternate block by blo
 pause of ``--pause`` s before each block so that OpenBLAS's threads have stopped spinning,
 and the median (min-max) over ``--rounds`` blocks is reported. The matrix products are those
 of the step at the same shapes: forward x W per layer, dW = x^T dz per layer and dx = dz W^T
-for every layer but the first.
+for every layer but the first. With the numba kernels, the update's memory floor is timed
+too: one numba pass that reads as many parameter-sized arrays as the update reads (gradient,
+weights, its state, the average) and writes as many as it writes, with one addition per
+element, so that what the update costs above it is its arithmetic.
 
 OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE are removed as in the other benchmarks
 (``--keep-blas-env`` keeps them).
@@ -24,6 +27,7 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from types import SimpleNamespace
 
 from _blasenv import describe as describe_blas_env
@@ -76,6 +80,25 @@ def build_parts(args: argparse.Namespace) -> dict:
         if ema is not None:
             ema.update()
 
+    def memory_floor(n_arrays: int) -> Callable[[], None]:
+        """The update's traffic alone: reads n_arrays arrays, writes all but the gradient."""
+        import numba
+
+        @numba.njit(parallel=True, error_model="numpy")
+        def touch(g, b, c, d, e, n):
+            for i in numba.prange(g.size):
+                x = g[i]
+                b[i] += x
+                if n > 2:
+                    c[i] += x
+                if n > 3:
+                    d[i] += x
+                if n > 4:
+                    e[i] += x
+
+        arrays = [np.zeros_like(model.theta) for _ in range(5)]
+        return lambda: touch(*arrays, n_arrays)
+
     def matmuls() -> None:
         inputs, a = [], x
         for W in weights:
@@ -87,9 +110,17 @@ def build_parts(args: argparse.Namespace) -> dict:
             if i:
                 d = d @ weights[i].T
 
-    return {"step": lambda: (model.train_step(x, y), update()),
-            "forward + loss + backward": lambda: model.train_step(x, y),
-            "optimiser update": update, "matmul-only": matmuls}
+    parts = {"step": lambda: (model.train_step(x, y), update()),
+             "forward + loss + backward": lambda: model.train_step(x, y),
+             "optimiser update": update}
+    if args.kernels == "numba":
+        # gradient and weights, then the state (velocity; Adam's m and v) and the average
+        state = {"sgd": 0, "momentum": 1, "nesterov": 1}.get(args.optimizer, 2)
+        n_arrays = 2 + state + (1 if args.ema else 0)
+        parts[f"update's memory floor ({n_arrays} read, {n_arrays - 1} written)"] = \
+            memory_floor(n_arrays)
+    parts["matmul-only"] = matmuls
+    return parts
 
 
 def time_parts(parts: dict, args: argparse.Namespace) -> dict[str, list[float]]:
@@ -129,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
           f"load average {report['load_average']:.1f}")
     print(describe_blas_env(report["openblas_env"]))
     for name, r in rows.items():
-        print(f"{name:28s}{r['ms']:7.2f} ms ({r['min']:.2f}-{r['max']:.2f})"
+        print(f"{name:42s}{r['ms']:7.2f} ms ({r['min']:.2f}-{r['max']:.2f})"
               f"{100 * r['share_of_step']:6.0f}% of the step")
     print(f"the matrix products are {100 * report['matmul_share']:.0f}% of the step")
 

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import draw_letter
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -134,3 +136,16 @@ def test_bench_step_times_every_part_of_a_step():
     assert all(p["ms"] > 0 and p["min"] <= p["ms"] <= p["max"] for p in parts.values())
     assert parts["step"]["share_of_step"] == 1.0
     assert report["matmul_share"] == parts["matmul-only"]["ms"] / parts["step"]["ms"]
+
+
+
+def test_bench_step_times_the_updates_memory_floor_with_the_kernels():
+    pytest.importorskip("numba", reason="the memory floor is a numba pass ('fast' extra)")
+    out = run_script("benchmarks/bench_step.py", "--hidden", "32", "--optimizer", "momentum",
+                     "--ema", "0.99", "--kernels", "numba", "--steps", "3", "--rounds", "2",
+                     "--pause", "0.01", "--json", "--keep-blas-env")
+    parts = json.loads(out)["parts"]
+    # momentum with the average reads gradient, weights, velocity and average; writes three
+    assert list(parts) == ["step", "forward + loss + backward", "optimiser update",
+                           "update's memory floor (4 read, 3 written)", "matmul-only"]
+    assert all(p["ms"] > 0 for p in parts.values())
