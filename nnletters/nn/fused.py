@@ -159,21 +159,27 @@ class FusedStep:
         if self.ema is not None and self.max_norm:
             kernels.ema_step(self.theta, self.ema.theta, rate)
 
-    def n_decayed(self) -> int:
-        return self.n_decay if self.weight_decay else 0
+    def stretches(self) -> list[tuple[slice, bool]]:
+        """(part of the parameters, weight decay on?): the weights theta[:n_decay], then the
+        rest; the whole vector in one piece when there is no weight decay."""
+        if not self.weight_decay:
+            return [(slice(None), False)]
+        return [(slice(0, self.n_decay), True), (slice(self.n_decay, None), False)]
 
 
 class FusedSGD(FusedStep, SGD):
     def fused_update(self, lr: float, shadow: F32, rate: np.float32) -> None:
-        kernels.sgd_step(self.theta, self.grad, self.n_decayed(), F32_(self.weight_decay),
-                         F32_(lr), shadow, rate)
+        for part, decay in self.stretches():
+            kernels.sgd_step(self.theta[part], self.grad[part], decay,
+                             F32_(self.weight_decay), F32_(lr), shadow[part], rate)
 
 
 class FusedMomentum(FusedStep, Momentum):
     def fused_update(self, lr: float, shadow: F32, rate: np.float32) -> None:
-        kernels.momentum_step(self.theta, self.grad, self.velocity, self.n_decayed(),
-                              F32_(self.weight_decay), F32_(lr), F32_(self.momentum),
-                              self.nesterov, shadow, rate)
+        for part, decay in self.stretches():
+            kernels.momentum_step(self.theta[part], self.grad[part], self.velocity[part], decay,
+                                  F32_(self.weight_decay), F32_(lr), F32_(self.momentum),
+                                  self.nesterov, shadow[part], rate)
 
 
 class FusedAdam(FusedStep, Adam):
@@ -182,9 +188,9 @@ class FusedAdam(FusedStep, Adam):
         FusedStep.step(self, lr)
 
     def fused_update(self, lr: float, shadow: F32, rate: np.float32) -> None:
-        n = self.n_decayed()
-        n_l2, n_shrink = (0, n) if self.decoupled else (n, 0)
-        kernels.adam_step(self.theta, self.grad, self.m, self.v, n_l2, F32_(self.weight_decay),
-                          n_shrink, F32_(1.0 - lr * self.weight_decay),
-                          F32_(1.0 - self.beta1), F32_(1.0 - self.beta2), F32_(self._eps_t),
-                          F32_(self._lr_t), shadow, rate)
+        for part, decay in self.stretches():
+            kernels.adam_step(self.theta[part], self.grad[part], self.m[part], self.v[part],
+                              decay and not self.decoupled, F32_(self.weight_decay),
+                              decay and self.decoupled, F32_(1.0 - lr * self.weight_decay),
+                              F32_(1.0 - self.beta1), F32_(1.0 - self.beta2),
+                              F32_(self._eps_t), F32_(self._lr_t), shadow[part], rate)

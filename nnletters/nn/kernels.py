@@ -39,8 +39,11 @@ LEAKY_SLOPE = np.float32(0.01)  # functional.LEAKY_SLOPE as NumPy sees it (float
 
 
 # --------------------------------------------------------------------------- optimisers
-# theta[:n_decay] are weights (weight decay applies), the rest biases. shadow/rate: the weight
-# average's update (ema.py) fused into the same pass; shadow is empty when it is not.
+# Each kernel updates one stretch of the parameters: fused.py calls it on the weights
+# (theta[:n_decay], decay on) and then on the rest (the biases, decay off). A flag that holds
+# for the whole loop costs nothing; asking "i < n_decay?" of every element cost the momentum
+# pass 30% of its time. shadow/rate: the weight average's update (ema.py) fused into the
+# same pass; shadow is empty when it is not.
 
 
 def _decayed_grad(g, w, weight_decay):
@@ -72,13 +75,13 @@ def _adam(w, g, m, v, c1, c2, eps_t, lr_t):
     return w - m / (np.sqrt(v) + eps_t) * lr_t, m, v
 
 
-def sgd_step(theta, grad, n_decay, weight_decay, lr, shadow, rate):
-    """w <- w - lr (g + wd w): theta, grad (P,) float32, scalars float32; the first n_decay
-    entries are decayed (0 when weight_decay is 0, so that g is untouched as in NumPy)."""
+def sgd_step(theta, grad, decay, weight_decay, lr, shadow, rate):
+    """w <- w - lr (g + wd w): theta, grad (P,) float32, scalars float32; decay: add the
+    weight decay (off when weight_decay is 0, so that g is untouched as in NumPy)."""
     average = shadow.size > 0
     for i in prange(theta.size):
         g = grad[i]
-        if i < n_decay:
+        if decay:
             g = _decayed_grad(g, theta[i], weight_decay)
         w = _sgd(theta[i], g, lr)
         theta[i] = w
@@ -86,13 +89,12 @@ def sgd_step(theta, grad, n_decay, weight_decay, lr, shadow, rate):
             shadow[i] = _average(shadow[i], w, rate)
 
 
-def momentum_step(theta, grad, velocity, n_decay, weight_decay, lr, mu, nesterov, shadow,
-                  rate):
+def momentum_step(theta, grad, velocity, decay, weight_decay, lr, mu, nesterov, shadow, rate):
     """Momentum or Nesterov (optim.Momentum) over theta, grad, velocity (P,) float32."""
     average = shadow.size > 0
     for i in prange(theta.size):
         g = grad[i]
-        if i < n_decay:
+        if decay:
             g = _decayed_grad(g, theta[i], weight_decay)
         w, velocity[i] = _momentum(theta[i], g, velocity[i], lr, mu, nesterov)
         theta[i] = w
@@ -100,17 +102,17 @@ def momentum_step(theta, grad, velocity, n_decay, weight_decay, lr, mu, nesterov
             shadow[i] = _average(shadow[i], w, rate)
 
 
-def adam_step(theta, grad, m, v, n_decay, weight_decay, n_shrink, shrink, c1, c2, eps_t, lr_t,
+def adam_step(theta, grad, m, v, l2, weight_decay, decoupled, shrink, c1, c2, eps_t, lr_t,
               shadow, rate):
     """Adam over theta, grad, m, v (P,) float32 (optim.Adam): L2 weight decay in the gradient
-    of the first n_decay entries, or AdamW's w <- shrink w (shrink = 1 - lr wd) on the first
-    n_shrink; c1 = 1 - b1, c2 = 1 - b2, eps_t and lr_t with the bias corrections folded in."""
+    (l2), or AdamW's w <- shrink w (decoupled; shrink = 1 - lr wd); c1 = 1 - b1, c2 = 1 - b2,
+    eps_t and lr_t with the bias corrections folded in."""
     average = shadow.size > 0
     for i in prange(theta.size):
         g, w = grad[i], theta[i]
-        if i < n_decay:
+        if l2:
             g = _decayed_grad(g, w, weight_decay)
-        if i < n_shrink:
+        if decoupled:
             w = w * shrink
         w, m[i], v[i] = _adam(w, g, m[i], v[i], c1, c2, eps_t, lr_t)
         theta[i] = w
@@ -279,9 +281,9 @@ def _sample(img, src_x, src_y, disp_x, disp_y, i, out):
 
 V, M = "f4[::1]", "f4[:, ::1]"  # contiguous float32 vectors and C-order matrices
 SIGNATURES = {
-    "sgd_step": f"void({V}, {V}, i8, f4, f4, {V}, f4)",
-    "momentum_step": f"void({V}, {V}, {V}, i8, f4, f4, f4, b1, {V}, f4)",
-    "adam_step": f"void({V}, {V}, {V}, {V}, i8, f4, i8, f4, f4, f4, f4, f4, {V}, f4)",
+    "sgd_step": f"void({V}, {V}, b1, f4, f4, {V}, f4)",
+    "momentum_step": f"void({V}, {V}, {V}, b1, f4, f4, f4, b1, {V}, f4)",
+    "adam_step": f"void({V}, {V}, {V}, {V}, b1, f4, b1, f4, f4, f4, f4, f4, {V}, f4)",
     "ema_step": f"void({V}, {V}, f4)",
     "activation_forward": f"void({M}, {V}, i8, u4[:, ::1], u4, f4, {M}, {M})",
     "negate_bias": f"void({M}, {V})",
