@@ -47,6 +47,8 @@ class FusedActivation(Activation):
         self.code = {"relu": kernels.RELU, "leaky_relu": kernels.LEAKY_RELU,
                      "tanh": kernels.IDENTITY, "sigmoid": kernels.SIGMOID_FROM_EXP}[name]
         self.mask: F32 | None = None
+        keep = F32_(1.0 - p)
+        self.kept_from, self.scale = keep_threshold(keep), F32_(1.0 / keep)  # once: 50 us
 
     def _dropout_mask(self, shape: tuple[int, int]) -> tuple[np.ndarray, F32]:
         """(bits, mask buffer) for one forward pass: the generator's draws for ``shape``."""
@@ -72,11 +74,9 @@ class FusedActivation(Activation):
             kernels.activation_forward(z, b, self.code, kernels.EMPTY_BITS, np.uint32(0),
                                        F32_(0), kernels.EMPTY_MATRIX, kernels.EMPTY_MATRIX)
             return z
-        keep = F32_(1.0 - self.p)
         bits, mask = self._dropout_mask(z.shape)
         out = self._buffer("out", z.shape)
-        kernels.activation_forward(z, b, self.code, bits, keep_threshold(keep),
-                                   F32_(1.0 / keep), mask, out)
+        kernels.activation_forward(z, b, self.code, bits, self.kept_from, self.scale, mask, out)
         self.mask = mask
         return out
 
