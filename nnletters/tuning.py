@@ -117,10 +117,11 @@ def open_storage(url: str) -> Any:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return RDBStorage(_driver_url(url), engine_kwargs=kwargs,
-                              heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS,
-                              heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
-                                  MAX_RETRIES))
+            storage = RDBStorage(_driver_url(url), engine_kwargs=kwargs,
+                                 heartbeat_interval=HEARTBEAT_SECONDS,
+                                 grace_period=GRACE_SECONDS,
+                                 heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
+                                     MAX_RETRIES))
     except ImportError as exc:
         name = getattr(exc.__cause__, "name", None) or getattr(exc, "name", None)
         raise TuneError(f"--storage {_safe(url)}: the database driver is missing ({name}); "
@@ -129,6 +130,32 @@ def open_storage(url: str) -> Any:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise TuneError(f"--storage {_safe(url)}: cannot open the study storage: "
                         f"{first}") from None
+    if url.startswith("sqlite:"):
+        _write_lock_on_begin(storage.engine)
+    return storage
+
+
+def _write_lock_on_begin(engine: Any) -> None:
+    """Make every SQLite transaction take the write lock when it begins.
+
+    Optuna hands a queued trial to one worker by reading its state (WAITING) and then
+    writing RUNNING, in one transaction with SELECT ... FOR UPDATE. SQLite has no FOR
+    UPDATE, and Python's sqlite3 only opens the transaction at the write. So two workers
+    could both read WAITING, and both would run the same trial (measured: 3 times in 20
+    with two workers popping at once). With BEGIN IMMEDIATE, the second worker waits and
+    then reads RUNNING. This is SQLAlchemy's documented recipe for pysqlite transactions.
+    """
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _no_implicit_begin(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # sqlite3 emits no BEGIN of its own
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections opened before the hooks existed are not reused
 
 
 def _driver_url(url: str) -> str:

@@ -139,6 +139,53 @@ def test_six_trials_two_workers_sqlite_then_rerun_adds_none(tmp_path):
         Path(f).name for f in folders)
 
 
+def _pop_queued(url: str, barrier, rounds: int, got) -> None:
+    """A worker of the test below: at each round, take a queued trial as Optuna does."""
+    import optuna
+
+    from nnletters.tuning import open_storage
+
+    study = optuna.load_study(study_name="race", storage=open_storage(url))
+    for _ in range(rounds):
+        barrier.wait()  # the trial is queued: every worker asks for it at once
+        got.put(study._pop_waiting_trial_id())
+        barrier.wait()
+
+
+def test_a_queued_trial_goes_to_one_worker_of_many_on_sqlite(tmp_path):
+    """Optuna takes a queued trial by reading WAITING and writing RUNNING; on SQLite both
+    workers could read WAITING and run the same trial (3 rounds in 20 before the fix)."""
+    import multiprocessing
+
+    import optuna
+
+    from nnletters.tuning import open_storage
+
+    url, workers, rounds = f"sqlite:///{tmp_path / 'study.db'}", 3, 60
+    study = optuna.create_study(study_name="race", storage=open_storage(url))
+    ctx = multiprocessing.get_context("spawn")
+    barrier, got = ctx.Barrier(workers + 1), ctx.Queue()
+    procs = [ctx.Process(target=_pop_queued, args=(url, barrier, rounds, got))
+             for _ in range(workers)]
+    for p in procs:
+        p.start()
+    taken = []
+    try:
+        for _ in range(rounds):
+            study.enqueue_trial({}, skip_if_exists=False)
+            barrier.wait(timeout=120)
+            barrier.wait(timeout=120)
+            popped = [got.get(timeout=120) for _ in procs]
+            taken.append(sorted(popped, key=lambda x: x is None))
+    finally:
+        for p in procs:
+            p.join(timeout=120)
+    queued = [t._trial_id for t in study.get_trials(deepcopy=False)]
+    assert [ids[0] for ids in taken] == queued  # each round's trial went to a worker ...
+    twice = [ids for ids in taken if ids[1:] != [None] * (workers - 1)]
+    assert not twice  # ... and to one worker only
+
+
 # --------------------------------------------------------------------------- journal file
 
 
