@@ -154,7 +154,7 @@ def _batches(X: F32, y: NDArray[np.int64], batch_size: int, rng: np.random.Gener
         order = rng.permutation(n)
         for start in range(0, n, batch_size):
             idx = order[start:start + batch_size]
-            yield np.take(X, idx, axis=0, out=buf[:len(idx)]), y[idx]
+            yield np.take(X, idx, axis=0, out=buf[:len(idx)], mode="clip"), y[idx]
 
 
 def _augmenter(cfg: Config, X: F32, rng: np.random.Generator):

@@ -111,7 +111,9 @@ def train_epoch(model: MLP, optimizer, X: F32, y: NDArray[np.int64], batch_size:
     total_loss, total_correct = 0.0, 0
     for step, start in enumerate(range(0, n, batch_size), start=1):
         idx = order[start:start + batch_size]
-        xb = np.take(X, idx, axis=0, out=batch_buf[:len(idx)])
+        # mode="clip": idx comes from a permutation, so never clips; with the default
+        # "raise", NumPy gathers into a temporary buffer first and then copies it to out
+        xb = np.take(X, idx, axis=0, out=batch_buf[:len(idx)], mode="clip")
         if transform is not None:
             xb = transform(xb)
         loss, correct = model.train_step(xb, y[idx])
