@@ -24,6 +24,10 @@ class TrainingError(NNLettersError):
     """Training cannot go on (for example the loss diverged)."""
 
 
+class FolderBusy(NNLettersError):
+    """Another live process holds the run folder's lock (it is training there)."""
+
+
 def one_line(exc: BaseException, limit: int = 200) -> str:
     """An exception's message folded onto one line (and cut), for quoting inside ours."""
     return " ".join(str(exc).split())[:limit] or type(exc).__name__

@@ -36,7 +36,7 @@ from nnletters.config import Config, load_config, to_dict, to_yaml
 from nnletters.data import fingerprint
 from nnletters.data.images import data_polarity, glyph_fill
 from nnletters.diagnostics import Diagnostics
-from nnletters.errors import CheckpointError, NNLettersError
+from nnletters.errors import CheckpointError, FolderBusy, NNLettersError
 from nnletters.fileio import read_json, remove_temp_files, write_json, write_text
 from nnletters.training import (
     Trainer,
@@ -139,7 +139,7 @@ def _acquire_lock(path: Path) -> int | None:
             if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 return None  # this file system does not do flock
             pid = f" (pid {holder})" if holder else ""
-            raise NNLettersError(f"{path.parent}: another nnletters process{pid} is training "
+            raise FolderBusy(f"{path.parent}: another nnletters process{pid} is training "
                                  "in this folder; wait for it or choose another --out") from None
         if _is_file_at(fd, path):
             break

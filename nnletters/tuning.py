@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from nnletters.callbacks import Callback
-from nnletters.errors import ConfigError, NNLettersError
+from nnletters.errors import ConfigError, FolderBusy, NNLettersError
 from nnletters.tuning_space import Param, base_params, check_space, load_space, space_json
 
 PRUNERS = ("none", "median", "hyperband")
@@ -407,6 +407,13 @@ class Objective:
         except KeyboardInterrupt:
             trial.set_user_attr("interrupted", True)
             raise
+        except FolderBusy as exc:
+            # A retry of a trial whose worker is alive after all (a stale heartbeat: that
+            # process was paused). It goes on in its folder; this copy is not needed.
+            trial.set_user_attr("surplus", str(exc))
+            self.log(f"trial {trial.number} ({folder}): not needed, the trial it retries is "
+                     "still running there")
+            raise Surplus(str(exc)) from None
         except NNLettersError as exc:
             trial.set_user_attr("error", str(exc))
             self.log(f"trial {trial.number} ({folder}): failed: {exc}")
@@ -517,6 +524,34 @@ def work(sweep: Sweep, log: Callable[[str], None]) -> None:
         except KeyboardInterrupt:
             _requeue_interrupted(study, objective.current)
             raise
+        except ValueError:  # Optuna's "Cannot tell a FAIL trial"
+            if not _failed_while_running(study, objective.current, log):
+                raise
+
+
+def _failed_while_running(study: Any, trial_id: int | None, log: Callable[[str], None]
+                          ) -> bool:
+    """After Optuna refused to record this worker's finished trial: if another worker had
+    failed it as stale (no heartbeat for GRACE_SECONDS: this process was paused, say a
+    laptop asleep) and no retry of it is queued or running, queue one, which resumes the
+    finished run folder and records its value. -> whether that was the case."""
+    from optuna.trial import TrialState
+
+    if trial_id is None:
+        return False
+    t = study._storage.get_trial(trial_id)
+    if t.state != TrialState.FAIL or {"error", "surplus", "interrupted"} & {
+            k for k, v in t.user_attrs.items() if v}:
+        return False
+    folder = t.user_attrs.get("folder")
+    pending = (TrialState.WAITING, TrialState.RUNNING)
+    queued = any(o.user_attrs.get("folder") == folder and o.state in pending
+                 for o in study.get_trials(deepcopy=False))
+    if not queued:
+        retry(study, t)
+    log(f"trial {t.number} ({folder}): another worker had failed it as stale while it ran "
+        f"(no heartbeat for {GRACE_SECONDS} s); its finished run is recorded by a retry")
+    return True
 
 
 def _has_work(study: Any, n_trials: int) -> bool:

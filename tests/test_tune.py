@@ -231,6 +231,42 @@ def test_sigkilled_worker_then_rerun_resumes_the_killed_trial(tmp_path):
     assert not (tmp_path / "sweep" / "trials" / f"{resumed[0].number:04d}").exists()
 
 
+def test_a_paused_worker_failed_as_stale_goes_on_and_its_trial_is_recorded(tmp_path):
+    """A worker paused mid-trial (a laptop asleep) loses its heartbeat; another worker then
+    fails its trial as stale and queues a retry, as Optuna's heartbeat does. The retry finds
+    the folder still held, and ends as not needed; the paused worker, once back, finishes its
+    trial, which Optuna refuses to record, and a new retry records the finished run."""
+    import sqlite3
+
+    args = tune_args(tmp_path, "--trials", "2", "--pruner", "none")
+    paused = start_stopped(args, "last.npz:2")  # trial 0, epoch 2 of 3
+    try:
+        db = sqlite3.connect(tmp_path / "sweep" / "study.db")
+        with db:  # its last heartbeat, as if it had slept for 10 minutes since
+            db.execute("UPDATE trial_heartbeats SET heartbeat = datetime(heartbeat, "
+                       "'-10 minutes')")
+        db.close()
+        study = load(tmp_path)
+        with pytest.warns(optuna.exceptions.ExperimentalWarning):
+            optuna.storages.fail_stale_trials(study)  # what any other worker does first
+        other = run_tune(args)
+        assert other.returncode == 0, other.stderr
+        assert ("trial 1 (trials/0000): not needed, the trial it retries is still running "
+                "there") in other.stdout
+    finally:
+        os.kill(paused.pid, signal.SIGCONT)
+        out, err = paused.communicate(timeout=600)
+    assert paused.returncode == 0, err
+    assert ("trial 0 (trials/0000): another worker had failed it as stale while it ran (no "
+            "heartbeat for 60 s); its finished run is recorded by a retry") in out
+    trials = finished(load(tmp_path))
+    run0 = tmp_path / "sweep" / "trials" / "0000"
+    recorded = [t for t in trials if t.user_attrs["folder"] == "trials/0000"]
+    assert len(recorded) == 1 and recorded[0].value == best_val(run0)
+    assert epochs_in(run0) == [1, 2, 3]  # trained once, by the paused worker
+    assert len(trials) == 3  # the other worker's two, and trial 0's finished run
+
+
 def test_ctrl_c_exits_130_with_a_hint_and_the_trial_resumes(tmp_path):
     args = tune_args(tmp_path, "--trials", "2", "--pruner", "none")
     proc = start_stopped(args, "last.npz:2")  # mid-write of trial 0's epoch 2
