@@ -408,11 +408,12 @@ class Objective:
             trial.set_user_attr("interrupted", True)
             raise
         except FolderBusy as exc:
-            # A retry of a trial whose worker is alive after all (a stale heartbeat: that
-            # process was paused). It goes on in its folder; this copy is not needed.
+            # Another process trains this folder: in practice the trial this one retries,
+            # whose worker is alive after all (its heartbeat went stale while it was paused).
+            # It goes on there, and records its run; this copy is not needed.
             trial.set_user_attr("surplus", str(exc))
-            self.log(f"trial {trial.number} ({folder}): not needed, the trial it retries is "
-                     "still running there")
+            self.log(f"trial {trial.number} ({folder}): not needed, another process is "
+                     "training in that folder")
             raise Surplus(str(exc)) from None
         except NNLettersError as exc:
             trial.set_user_attr("error", str(exc))

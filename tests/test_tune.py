@@ -251,8 +251,8 @@ def test_a_paused_worker_failed_as_stale_goes_on_and_its_trial_is_recorded(tmp_p
             optuna.storages.fail_stale_trials(study)  # what any other worker does first
         other = run_tune(args)
         assert other.returncode == 0, other.stderr
-        assert ("trial 1 (trials/0000): not needed, the trial it retries is still running "
-                "there") in other.stdout
+        assert ("trial 1 (trials/0000): not needed, another process is training in that "
+                "folder") in other.stdout
     finally:
         os.kill(paused.pid, signal.SIGCONT)
         out, err = paused.communicate(timeout=600)
