@@ -113,6 +113,16 @@ def test_dropout_keeps_1_minus_p_and_preserves_the_mean(p):
     assert layer.forward(x, train=False) is x  # evaluation: the identity
 
 
+@pytest.mark.parametrize("kernels", ["numpy", "numba"])
+@pytest.mark.parametrize("p", [1.0, -0.1, 1.5])
+def test_a_model_refuses_a_dropout_rate_outside_0_to_1(p, kernels):
+    """p = 1 keeps no unit: the NumPy layer gave NaNs, the fused one zeros."""
+    if kernels == "numba":
+        pytest.importorskip("numba", reason="the 'fast' extra (numba) is not installed")
+    with pytest.raises(ValueError, match=rf"dropout is a rate in \[0, 1\), not {p}"):
+        MLP([4, 3, 2], dropout=p, rng=np.random.default_rng(0), kernels=kernels)
+
+
 def test_sgd_with_weight_decay_on_weights_only():
     model, g = _model_and_grad()
     w0 = model.theta.copy()

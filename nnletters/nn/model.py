@@ -34,6 +34,8 @@ class MLP:
             raise ValueError("MLP needs an explicit numpy.random.Generator")
         if kernels == "numba" and np.dtype(dtype) != np.float32:
             raise ValueError("the numba kernels are float32 only")
+        if not 0.0 <= dropout < 1.0:  # p = 1 keeps no unit: scaling by 1 / (1 - p) fails
+            raise ValueError(f"dropout is a rate in [0, 1), not {dropout}")
         self.kernels = kernels
         self.sizes = list(sizes)
         self.activation, self.init, self.dropout = activation, init, dropout
