@@ -20,7 +20,6 @@ and the difference map of the first two ("what separates J from I").
 
 from __future__ import annotations
 
-import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from numpy.typing import NDArray
 from nnletters.errors import NNLettersError
 from nnletters.fileio import make_dir, write_with
 from nnletters.prediction import Model, load_model, prepare_files
+from nnletters.report import _font, _line_height, _png, _text_block
 
 F32 = NDArray[np.float32]
 SMOOTHGRAD_NOISE = 0.15  # std of the added noise, as a share of the [0, 1] pixel range
@@ -184,11 +184,11 @@ def explanation_png(item: Explanation, image_size: int) -> bytes:
                                                                    strict=True))
     header = [f"{item.title}: {top}" if item.title else top, *legend_lines(item)]
     row = panel_row(item, image_size)
-    head = text_block(header, row.width)
+    head = _text_block(header, row.width, _font(13), pad=8)
     canvas = Image.new("RGB", (max(head.width, row.width), head.height + row.height), "white")
     canvas.paste(head, (0, 0))
     canvas.paste(row, (0, head.height))
-    return png_bytes(canvas)
+    return _png(canvas)
 
 
 def legend_lines(item: Explanation) -> list[str]:
@@ -255,16 +255,16 @@ def maps_grid_png(items: list[Explanation], image_size: int, header: list[str]) 
     rows = []
     for item in items:
         row = panel_row(item, image_size)
-        rows += [text_block([item.title], row.width, size=13, pad=4), row]
+        rows += [_text_block([item.title], row.width, _font(13), pad=4), row]
     width = max((r.width for r in rows), default=480)
-    head = text_block(header, width, size=15)
+    head = _text_block(header, width, _font(15), pad=8)
     canvas = Image.new("RGB", (max(width, head.width), head.height + sum(r.height for r in rows)),
                        "white")
     y = 0
     for part in (head, *rows):
         canvas.paste(part, (0, y))
         y += part.height
-    return png_bytes(canvas)
+    return _png(canvas)
 
 
 # --------------------------------------------------------------------------- pixels
@@ -304,38 +304,3 @@ def magnitude_rgb(g: F32, x: F32, image_size: int) -> NDArray[np.uint8]:
     alpha = np.minimum(1.5 * m, 1.0)[:, None]  # the top third of |g| in full colour
     rgb = (1.0 - alpha) * base[:, None] + alpha * heat
     return np.clip(np.rint(rgb), 0, 255).astype(np.uint8).reshape(image_size, image_size, 3)
-
-
-def _font(size: int) -> Any:
-    from PIL import ImageFont
-
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # pragma: no cover - Pillow 10.0 has no size argument
-        return ImageFont.load_default()
-
-
-def _line_height(font: Any) -> int:
-    top, bottom = font.getbbox("Ag|(0.9)")[1::2]
-    return int(bottom - top) + 5
-
-
-def text_block(lines: list[str], width: int, size: int = 13, pad: int = 8) -> Any:
-    """A white strip with ``lines`` of black text, at least ``width`` pixels wide."""
-    from PIL import Image, ImageDraw
-
-    font = _font(size)
-    line_h = _line_height(font)
-    text_w = max((math.ceil(font.getlength(t)) for t in lines), default=0)
-    strip = Image.new("RGB", (max(width, text_w + 2 * pad), 2 * pad + line_h * len(lines)),
-                      "white")
-    draw = ImageDraw.Draw(strip)
-    for k, text in enumerate(lines):
-        draw.text((pad, pad + k * line_h), text, fill="black", font=font)
-    return strip
-
-
-def png_bytes(image: Any) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return buf.getvalue()
