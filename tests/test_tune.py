@@ -243,8 +243,9 @@ def test_a_paused_worker_failed_as_stale_goes_on_and_its_trial_is_recorded(tmp_p
     try:
         db = sqlite3.connect(tmp_path / "sweep" / "study.db")
         with db:  # its last heartbeat, as if it had slept for 10 minutes since
-            db.execute("UPDATE trial_heartbeats SET heartbeat = datetime(heartbeat, "
-                       "'-10 minutes')")
+            aged = db.execute("UPDATE trial_heartbeats SET heartbeat = datetime(heartbeat, "
+                              "'-10 minutes')").rowcount
+        assert aged == 1  # trial 0's heartbeat, recorded when it started
         db.close()
         study = load(tmp_path)
         with pytest.warns(optuna.exceptions.ExperimentalWarning):
