@@ -525,33 +525,33 @@ def work(sweep: Sweep, log: Callable[[str], None]) -> None:
         except KeyboardInterrupt:
             _requeue_interrupted(study, objective.current)
             raise
-        except ValueError:  # Optuna's "Cannot tell a FAIL trial"
+        except ValueError:  # Optuna's "Cannot tell a FAIL trial", or the objective's own
             if not _failed_while_running(study, objective.current, log):
                 raise
 
 
 def _failed_while_running(study: Any, trial_id: int | None, log: Callable[[str], None]
                           ) -> bool:
-    """After Optuna refused to record this worker's finished trial: if another worker had
-    failed it as stale (no heartbeat for GRACE_SECONDS: this process was paused, say a
-    laptop asleep) and no retry of it is queued or running, queue one, which resumes the
-    finished run folder and records its value. -> whether that was the case."""
+    """After Optuna refused to record this worker's trial: if another worker had failed it as
+    stale (no heartbeat for GRACE_SECONDS: this process was paused, a laptop asleep say),
+    which left a retry of it in the study, make sure a retry is queued or running: it
+    resumes the run folder from its last.npz and records the trial. -> whether that was the
+    case (if not, the ValueError is the objective's own, and the caller re-raises it)."""
     from optuna.trial import TrialState
 
     if trial_id is None:
         return False
     t = study._storage.get_trial(trial_id)
-    if t.state != TrialState.FAIL or {"error", "surplus", "interrupted"} & {
-            k for k, v in t.user_attrs.items() if v}:
+    trials = study.get_trials(deepcopy=False)
+    if t.state != TrialState.FAIL or not any(
+            t.number in o.system_attrs.get("retry_history", ()) for o in trials):
         return False
     folder = t.user_attrs.get("folder")
     pending = (TrialState.WAITING, TrialState.RUNNING)
-    queued = any(o.user_attrs.get("folder") == folder and o.state in pending
-                 for o in study.get_trials(deepcopy=False))
-    if not queued:
+    if not any(o.user_attrs.get("folder") == folder and o.state in pending for o in trials):
         retry(study, t)
-    log(f"trial {t.number} ({folder}): another worker had failed it as stale while it ran "
-        f"(no heartbeat for {GRACE_SECONDS} s); its finished run is recorded by a retry")
+    log(f"trial {t.number} ({folder}): another worker failed it as stale while it ran (no "
+        f"heartbeat for {GRACE_SECONDS} s); a retry resumes its folder and records it")
     return True
 
 

@@ -258,8 +258,8 @@ def test_a_paused_worker_failed_as_stale_goes_on_and_its_trial_is_recorded(tmp_p
         os.kill(paused.pid, signal.SIGCONT)
         out, err = paused.communicate(timeout=600)
     assert paused.returncode == 0, err
-    assert ("trial 0 (trials/0000): another worker had failed it as stale while it ran (no "
-            "heartbeat for 60 s); its finished run is recorded by a retry") in out
+    assert ("trial 0 (trials/0000): another worker failed it as stale while it ran (no "
+            "heartbeat for 60 s); a retry resumes its folder and records it") in out
     trials = finished(load(tmp_path))
     run0 = tmp_path / "sweep" / "trials" / "0000"
     recorded = [t for t in trials if t.user_attrs["folder"] == "trials/0000"]
@@ -344,6 +344,25 @@ def test_a_diverging_trial_fails_with_its_reason_and_the_grid_goes_on(tmp_path, 
     assert failed.state == optuna.trial.TrialState.FAIL
     assert "training diverged" in failed.user_attrs["error"]
     assert "fail: " in result.output and "training diverged" in result.output
+
+
+def test_a_bug_raising_valueerror_in_a_trial_is_not_taken_for_a_stale_one(tmp_path,
+                                                                         monkeypatch):
+    """Only a trial another worker failed (and retried) is queued again after Optuna
+    refuses it; a ValueError of the objective's own stops the worker, retrying nothing."""
+    import nnletters
+
+    def broken(*args, **kwargs):
+        raise ValueError("a bug in training")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(nnletters, "train", broken)
+    result = cli_tune(tmp_path, "--trials", "2", "--pruner", "none")
+    assert isinstance(result.exception, ValueError)
+    assert str(result.exception) == "a bug in training"
+    trials = load(tmp_path).get_trials()
+    assert [t.state for t in trials] == [optuna.trial.TrialState.FAIL]
+    assert "stale" not in result.output
 
 
 # --------------------------------------------------------------------------- bad input
