@@ -231,14 +231,15 @@ def test_sigkilled_worker_then_rerun_resumes_the_killed_trial(tmp_path):
     assert not (tmp_path / "sweep" / "trials" / f"{resumed[0].number:04d}").exists()
 
 
-def test_a_paused_worker_failed_as_stale_goes_on_and_its_trial_is_recorded(tmp_path):
+@pytest.mark.parametrize("pruner", ["none", "median"])  # median: each epoch is reported
+def test_a_paused_worker_failed_as_stale_goes_on_and_its_trial_is_recorded(tmp_path, pruner):
     """A worker paused mid-trial (a laptop asleep) loses its heartbeat; another worker then
     fails its trial as stale and queues a retry, as Optuna's heartbeat does. The retry finds
     the folder still held, and ends as not needed; the paused worker, once back, finishes its
     trial, which Optuna refuses to record, and a new retry records the finished run."""
     import sqlite3
 
-    args = tune_args(tmp_path, "--trials", "2", "--pruner", "none")
+    args = tune_args(tmp_path, "--trials", "2", "--pruner", pruner)
     paused = start_stopped(args, "last.npz:2")  # trial 0, epoch 2 of 3
     try:
         db = sqlite3.connect(tmp_path / "sweep" / "study.db")
